@@ -1,0 +1,59 @@
+"""What kimiflow knows about Kimi's models: context windows, prices, sampling rules (kimi-api.md §2.5, §8).
+
+Prices are CNY per million tokens from the China price list (api.moonshot.cn, the default base URL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model's limits and prices. Prices: CNY per 1M tokens (cache hit, input, output)."""
+
+    id: str
+    context_length: int
+    input_price: float
+    output_price: float
+    cache_hit_price: float | None = None
+    reasoning: bool = False
+    vision: bool = False
+    default_temperature: float = 0.3
+    fixed_temperature: float | None = None
+    created: int = 1712151494
+
+
+MODELS: dict[str, ModelInfo] = {
+    m.id: m
+    for m in (
+        ModelInfo("moonshot-v1-8k", 8_192, 2.0, 10.0, default_temperature=0.0),
+        ModelInfo("moonshot-v1-32k", 32_768, 5.0, 20.0, default_temperature=0.0),
+        ModelInfo("moonshot-v1-128k", 131_072, 10.0, 30.0, default_temperature=0.0),
+        ModelInfo("moonshot-v1-auto", 131_072, 10.0, 30.0, default_temperature=0.0),
+        ModelInfo("moonshot-v1-8k-vision-preview", 8_192, 2.0, 10.0, vision=True, default_temperature=0.0),
+        ModelInfo("moonshot-v1-32k-vision-preview", 32_768, 5.0, 20.0, vision=True, default_temperature=0.0),
+        ModelInfo("moonshot-v1-128k-vision-preview", 131_072, 10.0, 30.0, vision=True, default_temperature=0.0),
+        ModelInfo("kimi-latest", 131_072, 10.0, 30.0, 1.0, vision=True),
+        ModelInfo("kimi-thinking-preview", 131_072, 200.0, 200.0, reasoning=True, vision=True,
+                  default_temperature=1.0),
+        ModelInfo("kimi-k2-0711-preview", 131_072, 4.0, 16.0, 1.0, default_temperature=0.6),
+        ModelInfo("kimi-k2-0905-preview", 262_144, 4.0, 16.0, 1.0, default_temperature=0.6),
+        ModelInfo("kimi-k2-turbo-preview", 262_144, 16.0, 64.0, 4.0, default_temperature=0.6),
+        ModelInfo("kimi-k2-thinking", 262_144, 4.0, 16.0, 1.0, reasoning=True, default_temperature=1.0),
+        ModelInfo("kimi-k2-thinking-turbo", 262_144, 8.0, 58.0, 1.0, reasoning=True, default_temperature=1.0),
+        ModelInfo("kimi-k2.5", 262_144, 4.0, 21.0, 0.7, reasoning=True, vision=True,
+                  default_temperature=1.0, fixed_temperature=1.0),
+        ModelInfo("kimi-k2.6", 262_144, 6.5, 27.0, 1.1, reasoning=True, vision=True,
+                  default_temperature=1.0, fixed_temperature=1.0),
+        ModelInfo("kimi-k2.7-code", 262_144, 6.5, 27.0, 1.3, reasoning=True,
+                  default_temperature=1.0, fixed_temperature=1.0),
+    )
+}
+
+DEFAULT_MODEL = "moonshot-v1-8k"
+
+
+def model_info(model: str) -> ModelInfo | None:
+    """The catalog entry for ``model``, or ``None`` for a model kimiflow does not know."""
+    return MODELS.get(model)

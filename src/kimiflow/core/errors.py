@@ -1,0 +1,211 @@
+"""kimiflow's exception tree and the one table that maps a response to it.
+
+    KimiflowError
+    ├── ConfigError                      bad or missing configuration (no key, bad base URL)
+    ├── APIError                         anything that went wrong talking to the API
+    │   ├── APIStatusError               the server answered with an error status
+    │   │   ├── BadRequestError          400
+    │   │   │   └── ContentFilterError   400 content_filter
+    │   │   ├── AuthenticationError      401
+    │   │   ├── PermissionDeniedError    403
+    │   │   ├── NotFoundError            404
+    │   │   ├── RateLimitError           429 rate_limit_reached_error
+    │   │   │   └── EngineOverloadedError  429 engine_overloaded_error
+    │   │   ├── QuotaExceededError       403/429 exceeded_current_quota_error (never retried)
+    │   │   └── InternalServerError      5xx
+    │   └── APIConnectionError           no usable HTTP response
+    │       └── APITimeoutError          connect / read / stream-idle / total deadline
+    │           ├── StreamIdleTimeoutError
+    │           └── DeadlineExceededError
+    └── StreamError                      a stream failed after it started
+        └── IncompleteStreamError        the stream ended without ``data: [DONE]``
+
+Every API error carries ``status_code``, ``type``, ``message``, ``request_id`` (``Msh-Request-Id``)
+and ``attempts``. The API key never appears in any of them: messages are built from server text
+and request metadata only, and ``redact`` scrubs anything that looks like a key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with every ``secret`` and anything shaped like an ``sk-`` key replaced by ``sk-***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "sk-***")
+    return _KEY_PATTERN.sub("sk-***", text)
+
+
+class KimiflowError(Exception):
+    """Base of every error kimiflow raises."""
+
+
+class ConfigError(KimiflowError):
+    """Configuration is missing or invalid; the message says how to fix it."""
+
+
+class APIError(KimiflowError):
+    """An error talking to the Kimi API."""
+
+    status_code: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type
+        self.request_id = request_id
+        self.body = body
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        details = []
+        if self.status_code is not None:
+            details.append(str(self.status_code))
+        if self.type:
+            details.append(self.type)
+        if self.request_id:
+            details.append(f"request id {self.request_id}")
+        if self.attempts > 1:
+            details.append(f"after {self.attempts} attempts")
+        if details:
+            parts.append(f"({', '.join(details)})")
+        return " ".join(parts)
+
+
+class APIStatusError(APIError):
+    """The server answered with a non-2xx status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        type: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        attempts: int = 1,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, type=type, request_id=request_id, body=body, attempts=attempts)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class BadRequestError(APIStatusError):
+    """400: the request is invalid; fix it, retrying cannot help."""
+
+
+class ContentFilterError(BadRequestError):
+    """400 ``content_filter``: the input or output was judged high-risk."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the key is missing or wrong (keys of api.moonshot.cn and api.moonshot.ai are not interchangeable)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403 ``permission_denied_error``."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown model, file or endpoint."""
+
+
+class RateLimitError(APIStatusError):
+    """429 ``rate_limit_reached_error``: concurrency, RPM, TPM or TPD reached. Retried after a pause."""
+
+
+class EngineOverloadedError(RateLimitError):
+    """429 ``engine_overloaded_error``: the engine is busy. Retried with backoff."""
+
+
+class QuotaExceededError(APIStatusError):
+    """``exceeded_current_quota_error`` on 403 or 429: balance or quota exhausted. Never retried."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed. Retried (the request may have been billed)."""
+
+
+class APIConnectionError(APIError):
+    """No usable HTTP response: connection refused or reset, DNS failure, protocol error."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A time limit fired; ``which`` says which one (connect, read, stream idle, total)."""
+
+    def __init__(self, message: str = "request timed out", *, which: str = "read", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.which = which
+
+
+class StreamIdleTimeoutError(APITimeoutError):
+    """No stream data arrived within the idle timeout (keep-alive comments do not count)."""
+
+
+class DeadlineExceededError(APITimeoutError):
+    """The request's total deadline passed."""
+
+
+class StreamError(APIError):
+    """A stream failed after it had started; ``partial`` holds what arrived before the failure."""
+
+    def __init__(self, message: str, *, partial: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.partial = partial
+
+
+class IncompleteStreamError(StreamError):
+    """The stream ended without ``data: [DONE]`` (Kimi: only ``[DONE]`` means complete)."""
+
+
+_BY_TYPE: dict[str, type[APIStatusError]] = {
+    "content_filter": ContentFilterError,
+    "exceeded_current_quota_error": QuotaExceededError,
+    "engine_overloaded_error": EngineOverloadedError,
+    "rate_limit_reached_error": RateLimitError,
+    "invalid_authentication_error": AuthenticationError,
+    "incorrect_api_key_error": AuthenticationError,
+    "permission_denied_error": PermissionDeniedError,
+    "resource_not_found_error": NotFoundError,
+}
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+}
+
+
+def error_class_for(status: int, error_type: str | None) -> type[APIStatusError]:
+    """The most specific exception class for an HTTP status and Kimi ``error.type``.
+
+    The type wins where it is more specific than the status (a quota error is ``QuotaExceededError``
+    on 403 and on 429), but never moves an error to another status family.
+    """
+    by_type = _BY_TYPE.get(error_type or "")
+    if by_type is not None:
+        if by_type is QuotaExceededError and status in (403, 429):
+            return by_type
+        base = _BY_STATUS.get(status)
+        if base is not None and issubclass(by_type, base):
+            return by_type
+    if status >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status, APIStatusError)

@@ -1,0 +1,55 @@
+"""The base of every wire object: lenient, fast, and never loses what the server sent.
+
+Responses are decoded with msgspec straight into typed structs. Fields this version does not
+know are skipped by the decoder, but the raw JSON is kept on the object, so ``to_dict()`` returns
+everything the server sent, including fields added by newer API versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T", bound="WireModel")
+
+
+class WireModel(msgspec.Struct, dict=True, omit_defaults=True):
+    """A typed wire object. ``to_dict()`` gives the raw JSON object as the server sent it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything the server sent (unknown fields included), as plain Python data.
+
+        >>> resp.to_dict()["choices"][0]["message"]["content"]
+        """
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            decoded: dict[str, Any] = msgspec.json.decode(raw)
+            return decoded
+        built: dict[str, Any] = msgspec.to_builtins(self)
+        return built
+
+    def to_json(self) -> bytes:
+        """The object as compact JSON bytes (the server's own bytes when decoded from the wire)."""
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            return bytes(raw)
+        return msgspec.json.encode(self)
+
+
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def decode(data: bytes | str, into: type[T], *, keep_raw: bool = True) -> T:
+    """Decode JSON bytes into a wire type, keeping the raw bytes for ``to_dict()``.
+
+    Raises ``msgspec.ValidationError`` / ``msgspec.DecodeError`` on malformed input; callers map
+    those to kimiflow errors.
+    """
+    decoder = _decoders.get(into)
+    if decoder is None:
+        decoder = _decoders[into] = msgspec.json.Decoder(into)
+    obj: T = decoder.decode(data)
+    if keep_raw:
+        obj._raw = data  # type: ignore[attr-defined]
+    return obj
