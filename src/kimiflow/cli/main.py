@@ -11,16 +11,17 @@ from typing import Any
 
 import click
 
-# name -> "module:attribute", imported on first use.
-COMMANDS: dict[str, str] = {
-    "sim": "kimiflow.cli.sim:sim",
+# name -> ("module:attribute", one-line help). The help is kept here so that ``kimiflow --help``
+# lists every command without importing any of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("kimiflow.cli.sim:sim", "Serve the offline Kimi API simulator."),
 }
 
 
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when needed."""
 
-    def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lazy_commands: dict[str, tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lazy_commands = lazy_commands
 
@@ -28,12 +29,18 @@ class LazyGroup(click.Group):
         return sorted({*super().list_commands(ctx), *self._lazy_commands})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = self._lazy_commands.get(cmd_name)
-        if target is None:
+        entry = self._lazy_commands.get(cmd_name)
+        if entry is None:
             return super().get_command(ctx, cmd_name)
-        module_name, attribute = target.split(":")
+        module_name, attribute = entry[0].split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self._lazy_commands[name][1]) for name in sorted(self._lazy_commands)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
