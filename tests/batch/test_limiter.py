@@ -1,0 +1,126 @@
+"""The asyncio RateLimiter on a fake clock: pacing, concurrency, FIFO order, pauses, settle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kimiflow.batch.limiter import DEFAULT_MAX_TOKENS_CHARGE, RateLimiter, request_charge
+from kimiflow.core.ratelimit import RateLimits
+from kimiflow.types.chat import Usage
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def limiter(fake: FakeTime, **kw: int) -> RateLimiter:
+    return RateLimiter(RateLimits(margin=0.0, guard_seconds=0.0, **kw), clock=fake.clock, sleep=fake.sleep)
+
+
+async def test_rpm_paces_requests_into_the_next_window() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, rpm=5)
+    times = []
+    for _ in range(12):
+        async with lim.slot():
+            times.append(fake.now)
+    assert times[:5] == [0.0] * 5
+    assert times[5:10] == [60.0] * 5
+    assert times[10:] == [120.0] * 2
+
+
+async def test_concurrency_blocks_until_a_release_and_waiters_go_first_in_first_out() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, concurrency=2)
+    order: list[int] = []
+    gate = asyncio.Event()
+
+    async def worker(i: int) -> None:
+        async with lim.slot():
+            order.append(i)
+            await gate.wait()
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(6)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order == [0, 1]
+    assert lim.state.in_flight == 2
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2, 3, 4, 5]
+    assert lim.state.in_flight == 0
+
+
+async def test_slot_is_released_when_the_request_raises() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, concurrency=1)
+    with pytest.raises(RuntimeError):
+        async with lim.slot():
+            raise RuntimeError("boom")
+    async with lim.slot():
+        assert lim.state.in_flight == 1
+
+
+async def test_report_rate_limited_pauses_every_waiter_for_retry_after() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, rpm=1000)
+    lim.report_rate_limited(retry_after=7.0)
+    async with lim.slot():
+        assert fake.now == pytest.approx(7.0)
+    assert lim.state.rate_limited_count == 1
+    assert lim.state.scale(fake.now) < 1.0
+
+
+async def test_settle_charges_real_prompt_plus_max_tokens() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, tpm=1_000)
+    async with lim.slot(estimated_tokens=600, max_tokens=100) as slot:
+        slot.settle(Usage(prompt_tokens=200, completion_tokens=5, total_tokens=205))
+    # 200 + 100 charged, so 700 more fit in this minute but 701 do not.
+    assert lim.state.try_acquire(700, fake.now).ticket is not None
+    assert lim.state.try_acquire(1, fake.now).ticket is None
+
+
+async def test_settle_without_max_tokens_charges_the_total() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, tpm=1_000)
+    async with lim.slot(estimated_tokens=900) as slot:
+        slot.settle(Usage(prompt_tokens=50, completion_tokens=50, total_tokens=100))
+        slot.settle(None)
+    assert lim.state.try_acquire(900, fake.now).ticket is not None
+
+
+async def test_tpm_waits_for_the_window_then_admits() -> None:
+    fake = FakeTime()
+    lim = limiter(fake, tpm=1_000)
+    async with lim.slot(estimated_tokens=800):
+        pass
+    async with lim.slot(estimated_tokens=500):
+        assert fake.now == pytest.approx(60.0)
+
+
+async def test_for_tier_builds_the_preset() -> None:
+    lim = RateLimiter.for_tier(1, rpm=50)
+    assert (lim.limits.concurrency, lim.limits.rpm, lim.limits.tpm) == (50, 50, 2_000_000)
+
+
+def test_request_charge_estimates_prompt_and_uses_max_tokens_or_the_default() -> None:
+    prompt, max_tokens = request_charge({"messages": [{"role": "user", "content": "hello there"}],
+                                         "max_tokens": 64})
+    assert prompt > 0 and max_tokens == 64
+    assert request_charge({"messages": []})[1] == DEFAULT_MAX_TOKENS_CHARGE
+    assert request_charge({"messages": [], "max_completion_tokens": 9, "max_tokens": 5})[1] == 9
