@@ -1,5 +1,11 @@
-"""kimiflow: the Python toolkit for the Kimi (Moonshot AI) chat API."""
+"""kimiflow: the Python toolkit for the Kimi (Moonshot AI) chat API.
 
+>>> from kimiflow import Kimi
+>>> Kimi().ask("你好")
+"""
+
+from kimiflow.client import AsyncKimi, Kimi
+from kimiflow.core.config import Timeouts
 from kimiflow.core.errors import (
     APIConnectionError,
     APIError,
@@ -21,28 +27,48 @@ from kimiflow.core.errors import (
     StreamError,
     StreamIdleTimeoutError,
 )
+from kimiflow.core.retry import RetryPolicy
+from kimiflow.streaming import AsyncChatCompletionStream, AsyncStream, ChatCompletionStream, Stream
+from kimiflow.types import (
+    WEB_SEARCH_TOOL,
+    ChatCompletion,
+    ChatCompletionChunk,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "WEB_SEARCH_TOOL",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncChatCompletionStream",
+    "AsyncKimi",
+    "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatCompletionStream",
     "ConfigError",
     "ContentFilterError",
     "DeadlineExceededError",
     "EngineOverloadedError",
     "IncompleteStreamError",
     "InternalServerError",
+    "Kimi",
     "KimiflowError",
     "NotFoundError",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
+    "RetryPolicy",
+    "Stream",
     "StreamError",
     "StreamIdleTimeoutError",
+    "Timeouts",
+    "Usage",
     "__version__",
 ]

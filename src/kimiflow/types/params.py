@@ -85,9 +85,9 @@ WEB_SEARCH_TOOL: ToolParam = {"type": "builtin_function", "function": {"name": "
 """Kimi's built-in web search tool, ready to put in ``tools=[...]``."""
 
 
-class ChatCompletionCreateParams(TypedDict, total=False):
-    model: Required[str]
-    messages: Required[list[MessageParam]]
+class ChatCompletionOptions(TypedDict, total=False):
+    """Every optional chat-completion parameter of kimi-api.md §2.1 (all may be omitted)."""
+
     max_tokens: int
     max_completion_tokens: int
     temperature: float
@@ -96,7 +96,6 @@ class ChatCompletionCreateParams(TypedDict, total=False):
     presence_penalty: float
     frequency_penalty: float
     stop: str | list[str]
-    stream: bool
     stream_options: StreamOptions
     response_format: ResponseFormat
     tools: list[ToolParam]
@@ -108,3 +107,10 @@ class ChatCompletionCreateParams(TypedDict, total=False):
     logprobs: bool
     top_logprobs: int
     user: NotRequired[str]
+
+
+class ChatCompletionCreateParams(ChatCompletionOptions, total=False):
+    """A whole chat-completion request body, as a plain dict."""
+
+    model: Required[str]
+    messages: Required[list[MessageParam]]

@@ -1,0 +1,149 @@
+"""Client configuration, resolved once, in one place, in one order: argument > environment > default.
+
+Environment variables: ``MOONSHOT_API_KEY``, ``MOONSHOT_BASE_URL``. The key is kept out of every
+``repr`` and message; ``mask_key`` shows it the only way kimiflow ever shows it (``sk-...abcd``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from kimiflow.core.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.moonshot.cn/v1"
+"""China platform; global accounts use ``https://api.moonshot.ai/v1`` (keys are not interchangeable)."""
+ENV_API_KEY = "MOONSHOT_API_KEY"
+ENV_BASE_URL = "MOONSHOT_BASE_URL"
+DEFAULT_MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every wait kimiflow makes is bounded by one of these (seconds).
+
+    - ``connect``: establishing the TCP/TLS connection.
+    - ``read``: waiting for a non-streaming response (Kimi can take minutes for long answers).
+    - ``stream_idle``: longest gap between stream events; keep-alive comments do not count as progress.
+    - ``total``: optional deadline for the whole call, retries and backoff included.
+
+    >>> Kimi(timeout=Timeouts(connect=5, read=120, stream_idle=30, total=300))
+    """
+
+    connect: float = 10.0
+    read: float = 600.0
+    stream_idle: float = 60.0
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "read", "stream_idle", "total"):
+            value = getattr(self, name)
+            if value is None and name == "total":
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"timeout {name}={value!r} is invalid: use a positive number of seconds")
+
+
+TimeoutLike = Union[float, int, Timeouts, None]
+"""A number sets the read timeout and the stream idle timeout; a ``Timeouts`` sets each limit."""
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+def coerce_timeouts(value: TimeoutLike, base: Timeouts = DEFAULT_TIMEOUTS) -> Timeouts:
+    """Turn a user's ``timeout=`` into ``Timeouts`` (a number sets ``read`` and ``stream_idle``)."""
+    if value is None:
+        return base
+    if isinstance(value, Timeouts):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"timeout={value!r} is invalid: pass seconds as a number, or a kimiflow.Timeouts")
+    return dataclasses.replace(base, read=float(value), stream_idle=float(value))
+
+
+def mask_key(key: str | None) -> str:
+    """The only way kimiflow shows a key: ``sk-...abcd`` (``<not set>`` when missing).
+
+    >>> mask_key("sk-1234567890abcdef")
+    'sk-...cdef'
+    """
+    if not key:
+        return "<not set>"
+    if len(key) <= 8:
+        return "***"
+    return f"{key[:3]}...{key[-4:]}"
+
+
+@dataclass(frozen=True, repr=False)
+class ClientConfig:
+    """Resolved, immutable configuration of a client. Its ``repr`` masks the key."""
+
+    api_key: str
+    base_url: str
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    default_headers: Mapping[str, str] = field(default_factory=dict)
+    max_connections: int = 1000
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientConfig(api_key={mask_key(self.api_key)!r}, base_url={self.base_url!r}, "
+            f"timeouts={self.timeouts!r}, max_retries={self.max_retries!r})"
+        )
+
+    def replace(self, **changes: Any) -> ClientConfig:
+        """A copy with ``changes`` applied (validated like the original)."""
+        return validate_config(dataclasses.replace(self, **changes))
+
+
+def validate_config(config: ClientConfig) -> ClientConfig:
+    if not isinstance(config.max_retries, int) or isinstance(config.max_retries, bool) or config.max_retries < 0:
+        raise ConfigError(f"max_retries={config.max_retries!r} is invalid: use an integer >= 0")
+    if not config.base_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"base_url {config.base_url!r} is invalid: it must start with http:// or https:// "
+            f"(for example {DEFAULT_BASE_URL})"
+        )
+    if config.max_connections < 1:
+        raise ConfigError(f"max_connections={config.max_connections!r} is invalid: use an integer >= 1")
+    return config
+
+
+def resolve_config(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: TimeoutLike = None,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    default_headers: Mapping[str, str] | None = None,
+    max_connections: int = 1000,
+    environ: Mapping[str, str] | None = None,
+) -> ClientConfig:
+    """Resolve a client's configuration: argument > environment > default.
+
+    Raises ``ConfigError`` naming the fix when no key is found.
+    """
+    env = os.environ if environ is None else environ
+    key = api_key if api_key is not None else env.get(ENV_API_KEY)
+    if not key or not key.strip():
+        raise ConfigError(
+            f"no API key: set the {ENV_API_KEY} environment variable (export {ENV_API_KEY}=sk-...) "
+            f"or pass api_key= to the client. Keys come from https://platform.moonshot.cn/console/api-keys "
+            f"(China) or https://platform.moonshot.ai (global); they are not interchangeable."
+        )
+    if any(ch.isspace() for ch in key.strip()) or not key.isprintable():
+        raise ConfigError("the API key contains whitespace or control characters: copy it again without them")
+    url = base_url if base_url is not None else env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+    return validate_config(
+        ClientConfig(
+            api_key=key.strip(),
+            base_url=url.rstrip("/"),
+            timeouts=coerce_timeouts(timeout),
+            max_retries=max_retries,
+            default_headers=dict(default_headers or {}),
+            max_connections=max_connections,
+        )
+    )

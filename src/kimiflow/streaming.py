@@ -1,0 +1,387 @@
+"""Streams of chat completion chunks, sync and async, and the ``stream()`` helper around them.
+
+A stream always releases its connection: on normal end, on ``break`` (``close()`` from the
+generator's cleanup), on exceptions and on garbage collection. It never hangs: an idle timeout
+bounds the gap between events (keep-alive comments are not progress) and an optional total
+deadline bounds the whole call. It never loses usage: the accumulator reads Kimi's usage from
+inside the final choice as well as from a top-level ``usage`` trailer, counting it once.
+Only ``data: [DONE]`` means complete (kimi-api.md §4.1); a stream that ends without it raises
+``IncompleteStreamError`` carrying the partial completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import TracebackType
+from typing import Generic, TypeVar
+
+import msgspec
+
+from kimiflow.core.accumulate import ChatCompletionAccumulator
+from kimiflow.core.errors import (
+    APIError,
+    DeadlineExceededError,
+    IncompleteStreamError,
+    StreamError,
+    StreamIdleTimeoutError,
+)
+from kimiflow.core.sse import ServerSentEvent, SSEDecoder
+from kimiflow.transport.base import AsyncStreamResponse, SyncStreamResponse
+from kimiflow.types._base import decode
+from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
+from kimiflow.types.errors import ErrorBody
+
+T = TypeVar("T")
+
+_DONE = "[DONE]"
+
+
+class _StreamState:
+    """What sync and async streams share: parsing events into chunks, timing rules, the accumulator."""
+
+    def __init__(
+        self,
+        *,
+        idle_timeout: float,
+        deadline: float | None,
+        clock: Callable[[], float],
+        request_id: str | None,
+        attempts: int,
+    ) -> None:
+        self.decoder = SSEDecoder()
+        self.accumulator = ChatCompletionAccumulator()
+        self.idle_timeout = idle_timeout
+        self.deadline = deadline
+        self.clock = clock
+        self.request_id = request_id
+        self.attempts = attempts
+        self.last_progress = clock()
+        self.done = False
+        self.yielded = 0
+
+    def check_time(self, progressed: bool) -> None:
+        now = self.clock()
+        if progressed:
+            self.last_progress = now
+        elif now - self.last_progress > self.idle_timeout:
+            raise StreamIdleTimeoutError(
+                f"no stream data for {self.idle_timeout:g} s (stream idle timeout; keep-alive comments do not count)",
+                which="stream_idle", request_id=self.request_id, attempts=self.attempts,
+            )
+        if self.deadline is not None and now > self.deadline:
+            raise DeadlineExceededError("the total deadline passed while streaming", which="total",
+                                        request_id=self.request_id, attempts=self.attempts)
+
+    def parse(self, event: ServerSentEvent) -> ChatCompletionChunk:
+        data = event.data
+        if event.event == "error" or data.startswith('{"error"'):
+            raise self.error_event(data)
+        try:
+            chunk = decode(data, ChatCompletionChunk, keep_raw=False)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StreamError(
+                f"malformed stream chunk ({exc}): {data[:200]!r}", partial=self.partial(),
+                request_id=self.request_id, attempts=self.attempts,
+            ) from None
+        if not chunk.choices and chunk.usage is None and not chunk.id:
+            # Not a chunk at all: perhaps an error object in another spelling.
+            try:
+                generic = msgspec.json.decode(data)
+            except msgspec.DecodeError:
+                generic = None
+            if isinstance(generic, dict) and "error" in generic:
+                raise self.error_event(data)
+        chunk._raw = data  # type: ignore[attr-defined]
+        self.accumulator.add(chunk)
+        self.yielded += 1
+        return chunk
+
+    def error_event(self, data: str) -> StreamError:
+        message, error_type = data[:300], None
+        try:
+            body = decode(data, ErrorBody, keep_raw=False)
+            message, error_type = body.error.message or message, body.error.type or None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+        return StreamError(f"the server reported an error mid-stream: {message}", type=error_type,
+                           partial=self.partial(), request_id=self.request_id, attempts=self.attempts)
+
+    def partial(self) -> ChatCompletion | None:
+        return self.accumulator.completion() if self.yielded else None
+
+    def incomplete(self) -> IncompleteStreamError:
+        return IncompleteStreamError(
+            "the stream ended without data: [DONE]; the answer may be cut short (see .partial)",
+            partial=self.partial(), request_id=self.request_id, attempts=self.attempts,
+        )
+
+    def attach_partial(self, exc: APIError) -> APIError:
+        if isinstance(exc, StreamError) and exc.partial is None:
+            exc.partial = self.partial()
+        if exc.request_id is None:
+            exc.request_id = self.request_id
+        return exc
+
+
+class Stream(Generic[T]):
+    """An iterator of chunks that is also a context manager; always releases its connection.
+
+    >>> for chunk in client.chat.completions.create(model="moonshot-v1-8k", messages=msgs, stream=True):
+    ...     print(chunk.choices[0].delta.content or "", end="")
+    """
+
+    def __init__(self, response: SyncStreamResponse, state: _StreamState) -> None:
+        self._response = response
+        self._state = state
+        self._closed = False
+        self._iterator = self._iterate()
+
+    @property
+    def request_id(self) -> str | None:
+        return self._state.request_id
+
+    @property
+    def accumulator(self) -> ChatCompletionAccumulator:
+        return self._state.accumulator
+
+    def _iterate(self) -> Iterator[ChatCompletionChunk]:
+        state = self._state
+        try:
+            for raw in self._response.iter_raw():
+                events = state.decoder.feed(raw)
+                state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
+                for event in events:
+                    if event.data == _DONE:
+                        state.done = True
+                        return
+                    yield state.parse(event)
+            raise state.incomplete()
+        except APIError as exc:
+            raise state.attach_partial(exc) from None
+        finally:
+            self.close()
+
+    def __iter__(self) -> Iterator[T]:
+        return self._iterator  # type: ignore[return-value]
+
+    def __next__(self) -> T:
+        return next(self._iterator)  # type: ignore[return-value]
+
+    def __enter__(self) -> Stream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection (safe to call more than once)."""
+        if not self._closed:
+            self._closed = True
+            self._response.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+class AsyncStream(Generic[T]):
+    """An async iterator of chunks that is also an async context manager.
+
+    >>> async for chunk in await aclient.chat.completions.create(..., stream=True):
+    ...     print(chunk.choices[0].delta.content or "", end="")
+    """
+
+    def __init__(self, response: AsyncStreamResponse, state: _StreamState) -> None:
+        self._response = response
+        self._state = state
+        self._closed = False
+        self._iterator = self._iterate()
+
+    @property
+    def request_id(self) -> str | None:
+        return self._state.request_id
+
+    @property
+    def accumulator(self) -> ChatCompletionAccumulator:
+        return self._state.accumulator
+
+    async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+        state = self._state
+        try:
+            async for raw in self._response.iter_raw():
+                events = state.decoder.feed(raw)
+                state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
+                for event in events:
+                    if event.data == _DONE:
+                        state.done = True
+                        return
+                    yield state.parse(event)
+            raise state.incomplete()
+        except APIError as exc:
+            raise state.attach_partial(exc) from None
+        finally:
+            self.close()
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterator  # type: ignore[return-value]
+
+    async def __anext__(self) -> T:
+        return await self._iterator.__anext__()  # type: ignore[return-value]
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._response.close()
+
+    async def aclose(self) -> None:
+        """Stop the generator and release the connection."""
+        self.close()
+        await self._iterator.aclose()  # type: ignore[attr-defined]
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+class ChatCompletionStream:
+    """The ``stream()`` helper: text as it arrives, then the whole accumulated completion.
+
+    >>> with client.chat.completions.stream(model="moonshot-v1-8k", messages=msgs) as s:
+    ...     for text in s.text_stream:
+    ...         print(text, end="")
+    ...     final = s.get_final_completion()
+    """
+
+    def __init__(self, stream: Stream[ChatCompletionChunk]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return iter(self._stream)
+
+    @property
+    def text_stream(self) -> Iterator[str]:
+        """Content text of choice 0, piece by piece."""
+        for chunk in self._stream:
+            for choice in chunk.choices:
+                if choice.index == 0 and choice.delta.content:
+                    yield choice.delta.content
+
+    @property
+    def reasoning_stream(self) -> Iterator[str]:
+        """``reasoning_content`` of choice 0 (thinking models), piece by piece; content is still accumulated."""
+        for chunk in self._stream:
+            for choice in chunk.choices:
+                if choice.index == 0 and choice.delta.reasoning_content:
+                    yield choice.delta.reasoning_content
+
+    def until_done(self) -> ChatCompletionStream:
+        for _ in self._stream:
+            pass
+        return self
+
+    def get_final_completion(self) -> ChatCompletion:
+        """Read the rest of the stream and return the accumulated completion (usage included)."""
+        self.until_done()
+        return self._stream.accumulator.completion()
+
+    @property
+    def current_completion(self) -> ChatCompletion:
+        """What has arrived so far, as a completion."""
+        return self._stream.accumulator.completion()
+
+    @property
+    def request_id(self) -> str | None:
+        return self._stream.request_id
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class AsyncChatCompletionStream:
+    """The async ``stream()`` helper; see ``ChatCompletionStream``."""
+
+    def __init__(self, stream: AsyncStream[ChatCompletionChunk]) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self._stream.__aiter__()
+
+    @property
+    def text_stream(self) -> AsyncIterator[str]:
+        """Content text of choice 0, piece by piece: ``async for text in s.text_stream``."""
+        return self._pieces(reasoning=False)
+
+    @property
+    def reasoning_stream(self) -> AsyncIterator[str]:
+        """``reasoning_content`` of choice 0, piece by piece."""
+        return self._pieces(reasoning=True)
+
+    async def _pieces(self, *, reasoning: bool) -> AsyncIterator[str]:
+        async for chunk in self._stream:
+            for choice in chunk.choices:
+                if choice.index == 0:
+                    text = choice.delta.reasoning_content if reasoning else choice.delta.content
+                    if text:
+                        yield text
+
+    async def until_done(self) -> AsyncChatCompletionStream:
+        async for _ in self._stream:
+            pass
+        return self
+
+    async def get_final_completion(self) -> ChatCompletion:
+        await self.until_done()
+        return self._stream.accumulator.completion()
+
+    @property
+    def current_completion(self) -> ChatCompletion:
+        return self._stream.accumulator.completion()
+
+    @property
+    def request_id(self) -> str | None:
+        return self._stream.request_id
+
+    async def close(self) -> None:
+        await self._stream.aclose()
+
+
+class StreamManager(Generic[T]):
+    """Context manager returned by ``chat.completions.stream()``: opens on enter, closes on exit."""
+
+    def __init__(self, opener: Callable[[], T], closer: Callable[[T], None]) -> None:
+        self._opener = opener
+        self._closer = closer
+        self._value: T | None = None
+
+    def __enter__(self) -> T:
+        self._value = self._opener()
+        return self._value
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._value is not None:
+            self._closer(self._value)
+
+
+class AsyncStreamManager(Generic[T]):
+    """Async context manager returned by ``AsyncKimi``'s ``chat.completions.stream()``."""
+
+    def __init__(self, opener: Callable[[], Awaitable[T]], closer: Callable[[T], Awaitable[None]]) -> None:
+        self._opener = opener
+        self._closer = closer
+        self._value: T | None = None
+
+    async def __aenter__(self) -> T:
+        self._value = await self._opener()
+        return self._value
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._value is not None:
+            await self._closer(self._value)

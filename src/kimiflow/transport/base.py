@@ -1,0 +1,50 @@
+"""What a transport returns. Transports are the only code that touches the network; they raise
+kimiflow errors only (``APIConnectionError`` and its timeouts), never httpx/aiohttp exceptions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from kimiflow.core.requests import UploadFile
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A request on the wire: everything a transport needs, nothing it must interpret."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+    form: Mapping[str, str] | None = None
+    files: tuple[UploadFile, ...] = ()
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    total_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class SyncStreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def iter_raw(self) -> Iterator[bytes]: ...
+    def read(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class AsyncStreamResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    def iter_raw(self) -> AsyncIterator[bytes]: ...
+    async def read(self) -> bytes: ...
+    def close(self) -> None: ...
