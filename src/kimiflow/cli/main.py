@@ -15,6 +15,14 @@ import click
 # lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("kimiflow.cli.sim:sim", "Serve the offline Kimi API simulator."),
+    "chat": ("kimiflow.cli.chat:chat", "Ask Kimi (streams); no prompt on a terminal = interactive chat."),
+    "models": ("kimiflow.cli.account:models", "List the models your key can use."),
+    "balance": ("kimiflow.cli.account:balance", "Show the account balance."),
+    "tokens": ("kimiflow.cli.account:tokens", "Count the tokens of a text (or stdin)."),
+    "files": ("kimiflow.cli.files:files", "Upload, list, read and delete files (file-extract)."),
+    "logs": ("kimiflow.cli.logs:logs", "Show logged chat exchanges."),
+    "config": ("kimiflow.cli.config:config", "Show or edit settings (key masked)."),
+    "demo": ("kimiflow.cli.demo:demo", "Live tour: sync, async, streaming, batch, on a local simulator."),
 }
 
 
@@ -36,6 +44,16 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            # The error boundary is imported only when something failed, so --help stays fast.
+            from kimiflow.cli.boundary import report_error
+
+            report_error(exc, debug=bool(ctx.params.get("debug")))
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, self._lazy_commands[name][1]) for name in sorted(self._lazy_commands)]
         if rows:
@@ -45,7 +63,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kimiflow")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help="Show full tracebacks (or set KIMIFLOW_DEBUG=1).")
+def cli(debug: bool) -> None:
     """kimiflow: the Kimi (Moonshot AI) API, done right — chat, batch, simulator."""
 
 

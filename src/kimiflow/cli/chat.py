@@ -1,0 +1,152 @@
+"""``kimiflow chat``: one prompt (streamed), or an interactive conversation when there is none."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from kimiflow.cli.conversation import Conversation
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``-o key=value``: the value is JSON when it parses (numbers, booleans, objects), else a string.
+
+    >>> parse_option("top_p=0.9"), parse_option("stop=END")
+    (('top_p', 0.9), ('stop', 'END'))
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise click.BadParameter(f"{text!r} is not key=value; example: -o top_p=0.9", param_hint="'-o'")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def read_piped_stdin() -> str | None:
+    """Text piped into the command, or ``None`` when stdin is a terminal."""
+    if sys.stdin.isatty():
+        return None
+    return sys.stdin.read()
+
+
+@click.command(name="chat")
+@click.argument("prompt", required=False)
+@click.option("-s", "--system", help="System prompt.")
+@click.option("-m", "--model", help="Model id (default: the `model` setting, moonshot-v1-8k).")
+@click.option("-t", "--temperature", type=float, help="Sampling temperature (Kimi: 0 to 1).")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Longest answer, in tokens.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Any other request parameter, e.g. -o top_p=0.9 -o response_format='{\"type\":\"json_object\"}'.")
+@click.option("-f", "--file", "files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Ask about a document: uploaded for extraction (pdf, docx, txt...), its text sent as context.")
+@click.option("-c", "--continue", "continue_last", is_flag=True, help="Continue the last logged conversation.")
+@click.option("--cid", help="Continue the logged conversation with this id (see `kimiflow logs --json`).")
+@click.option("--no-stream", is_flag=True, help="Wait for the whole answer instead of streaming it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw completion JSON (implies --no-stream).")
+@click.option("--usage", "show_usage", is_flag=True, help="Print tokens, cost and latency after the answer.")
+@click.option("--no-log", is_flag=True, help="Do not log this exchange (or set KIMIFLOW_NO_LOG=1).")
+def chat(
+    prompt: str | None, system: str | None, model: str | None, temperature: float | None,
+    max_tokens: int | None, options: tuple[str, ...], files: tuple[str, ...], continue_last: bool,
+    cid: str | None, no_stream: bool, as_json: bool, show_usage: bool, no_log: bool,
+) -> None:
+    """Ask Kimi PROMPT and stream the answer; with no PROMPT on a terminal, chat interactively.
+
+    Piped text is sent with the prompt: cat report.txt | kimiflow chat "总结一下"
+    """
+    params: dict[str, Any] = dict(parse_option(o) for o in options)
+    if temperature is not None:
+        params["temperature"] = temperature
+    if max_tokens is not None:
+        params["max_tokens"] = max_tokens
+
+    piped = read_piped_stdin()
+    if piped is not None and piped.strip():
+        prompt = f"{piped.rstrip()}\n\n{prompt}" if prompt else piped.rstrip()
+
+    if prompt is None and piped is not None:
+        raise click.UsageError("no prompt: give one as an argument or pipe text in.")
+
+    from kimiflow.cli.connect import open_client, open_log
+    from kimiflow.cli.conversation import Conversation
+    from kimiflow.cli.settings import resolve
+
+    with open_client() as client:
+        store = open_log(no_log)
+        convo = Conversation(client, model=model or resolve("model") or "", system=system, params=params,
+                             store=store)
+        if continue_last or cid:
+            _load_logged(convo, cid, keep_model=model is not None)
+        if files:
+            from kimiflow.cli.files import extract_text
+
+            # Kimi's file-extract flow: the document's text goes in as a system message (kimi-api.md §7.4).
+            extracted = [extract_text(client, path) for path in files]
+            convo.system = "\n\n".join(part for part in (convo.system, *extracted) if part)
+        if prompt is None:
+            from kimiflow.cli.repl import run_repl
+
+            run_repl(convo)
+        else:
+            _ask_once(convo, prompt, stream=not (no_stream or as_json), as_json=as_json, show_usage=show_usage)
+
+
+def _load_logged(convo: Conversation, cid: str | None, *, keep_model: bool) -> None:
+    """Put a logged conversation's history into ``convo`` (read even when logging is off)."""
+    from kimiflow.cli.home import logs_path
+    from kimiflow.cli.logstore import LogStore
+
+    store = convo.store or LogStore(logs_path())
+    conversation_id = cid or store.last_conversation_id()
+    exchanges = store.conversation(conversation_id) if conversation_id else []
+    if not exchanges:
+        what = f"conversation {cid!r}" if cid else "conversation yet"
+        raise click.UsageError(f"no logged {what} to continue; see `kimiflow logs`.")
+    convo.load(exchanges)
+    if not keep_model:
+        convo.model = exchanges[-1].model
+
+
+def _ask_once(convo: Conversation, prompt: str, *, stream: bool, as_json: bool, show_usage: bool) -> None:
+    from kimiflow.cli.output import echo_json, format_cost, format_usage
+
+    thinking = False
+
+    def on_reasoning(text: str) -> None:
+        nonlocal thinking
+        thinking = True
+        # Reasoning goes to stderr, dimmed, so a pipe receives the answer alone.
+        click.echo(click.style(text, dim=True), nl=False, err=True)
+
+    def on_text(text: str) -> None:
+        nonlocal thinking
+        if thinking:
+            click.echo(err=True)
+            thinking = False
+        click.echo(text, nl=False)
+        sys.stdout.flush()
+
+    reply = convo.send(
+        prompt, stream=stream, on_text=None if as_json else on_text,
+        on_reasoning=None if as_json else on_reasoning,
+    )
+    if as_json:
+        echo_json(reply.completion.to_dict() if reply.completion is not None else None)
+    elif reply.content and not reply.content.endswith("\n"):
+        click.echo()
+    if reply.interrupted:
+        click.echo("[interrupted]", err=True)
+    if show_usage:
+        usage = reply.usage
+        tokens = format_usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) if usage \
+            else "usage not reported"
+        click.echo(f"Usage: {tokens}, cost {format_cost(reply.cost_cny)}, {reply.latency_ms:.0f} ms"
+                   + (f", request {reply.request_id}" if reply.request_id else ""), err=True)
+    if reply.interrupted:
+        raise click.exceptions.Exit(130)

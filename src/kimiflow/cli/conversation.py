@@ -1,0 +1,204 @@
+"""A chat conversation as the CLI runs it: history, one request per turn, logging, running totals.
+
+``kimiflow chat "PROMPT"`` and the interactive chat share this class, so both build messages,
+stream, account for usage and log in the same way. Thinking models' ``reasoning_content`` is kept
+on the assistant messages of the history and sent back, as Kimi requires.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kimiflow.cli.logstore import Exchange, LogStore
+from kimiflow.core.pricing import usage_cost_cny
+
+if TYPE_CHECKING:
+    from kimiflow import Kimi
+    from kimiflow.types import ChatCompletion, MessageParam, Usage
+
+TextSink = Callable[[str], None]
+
+
+@dataclass
+class Reply:
+    """One answer: its text, reasoning, usage, cost, timing and whether Ctrl-C cut it short."""
+
+    content: str
+    reasoning: str | None
+    completion: ChatCompletion | None
+    usage: Usage | None
+    cost_cny: float
+    latency_ms: float
+    request_id: str | None
+    interrupted: bool = False
+
+
+@dataclass
+class Totals:
+    """Running usage of a conversation, for ``/usage``."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_cny: float = 0.0
+
+    def add(self, reply: Reply) -> None:
+        self.requests += 1
+        if reply.usage is not None:
+            self.prompt_tokens += reply.usage.prompt_tokens
+            self.completion_tokens += reply.usage.completion_tokens
+        self.cost_cny += reply.cost_cny
+
+
+@dataclass
+class Conversation:
+    """Messages plus the settings that apply to the next request.
+
+    >>> convo = Conversation(client, model="moonshot-v1-8k", system="你是一位語言藝術大師")
+    >>> reply = convo.send("你好", on_text=lambda t: print(t, end=""))
+    >>> reply.content, reply.usage.total_tokens
+    """
+
+    client: Kimi
+    model: str
+    system: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    store: LogStore | None = None
+    conversation_id: str | None = None
+    history: list[MessageParam] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
+    clock: Callable[[], float] = time.perf_counter
+
+    def messages_for(self, prompt: str) -> list[MessageParam]:
+        """The messages of the next request: system, history, then ``prompt``."""
+        messages: list[MessageParam] = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        messages.extend(self.history)
+        messages.append({"role": "user", "content": prompt})
+        return messages
+
+    def reset(self) -> None:
+        """Forget the history (the system prompt stays); the next exchange starts a new logged conversation."""
+        self.history.clear()
+        self.conversation_id = None
+
+    def send(
+        self,
+        prompt: str,
+        *,
+        stream: bool = True,
+        on_text: TextSink | None = None,
+        on_reasoning: TextSink | None = None,
+    ) -> Reply:
+        """Ask ``prompt`` in this conversation; text arrives through the sinks as it streams.
+
+        Ctrl-C while streaming ends the answer early: the reply is returned with ``interrupted``
+        set and what arrived so far, which also stays in the history (it is what the user saw).
+        """
+        messages = self.messages_for(prompt)
+        started = self.clock()
+        if stream:
+            reply = self._stream(messages, started, on_text, on_reasoning)
+        else:
+            completion = self.client.chat.completions.create(model=self.model, messages=messages, **self.params)
+            reply = self._reply(completion, started, completion.request_id)
+            if on_reasoning and reply.reasoning:
+                on_reasoning(reply.reasoning)
+            if on_text and reply.content:
+                on_text(reply.content)
+        assistant: MessageParam = {"role": "assistant", "content": reply.content}
+        if reply.reasoning:
+            assistant["reasoning_content"] = reply.reasoning
+        self.history += [{"role": "user", "content": prompt}, assistant]
+        self.totals.add(reply)
+        self._log(prompt, reply)
+        return reply
+
+    def _stream(
+        self, messages: list[MessageParam], started: float, on_text: TextSink | None,
+        on_reasoning: TextSink | None,
+    ) -> Reply:
+        with self.client.chat.completions.stream(model=self.model, messages=messages, **self.params) as s:
+            try:
+                for chunk in s:
+                    for choice in chunk.choices:
+                        if choice.index != 0:
+                            continue
+                        delta = choice.delta
+                        if delta.reasoning_content and on_reasoning:
+                            on_reasoning(delta.reasoning_content)
+                        if delta.content and on_text:
+                            on_text(delta.content)
+            except KeyboardInterrupt:
+                return self._reply(s.current_completion, started, s.request_id, interrupted=True)
+            return self._reply(s.get_final_completion(), started, s.request_id)
+
+    def _reply(
+        self, completion: ChatCompletion, started: float, request_id: str | None, *, interrupted: bool = False
+    ) -> Reply:
+        message = completion.choices[0].message if completion.choices else None
+        usage = completion.usage
+        return Reply(
+            content=(message.content or "") if message else "",
+            reasoning=message.reasoning_content if message else None,
+            completion=completion,
+            usage=usage,
+            cost_cny=usage_cost_cny(completion.model or self.model, usage),
+            latency_ms=(self.clock() - started) * 1000,
+            request_id=request_id,
+            interrupted=interrupted,
+        )
+
+    def _log(self, prompt: str, reply: Reply) -> None:
+        if self.store is None:
+            return
+        if self.conversation_id is None:
+            self.conversation_id = self.store.new_conversation(self.model)
+        usage = reply.usage
+        self.store.record(
+            Exchange(
+                conversation_id=self.conversation_id,
+                model=self.model,
+                system=self.system,
+                prompt=prompt,
+                answer=reply.content,
+                reasoning=reply.reasoning,
+                options=dict(self.params),
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                total_tokens=usage.total_tokens if usage else None,
+                cost_cny=reply.cost_cny,
+                latency_ms=reply.latency_ms,
+                request_id=reply.request_id,
+                interrupted=reply.interrupted,
+            )
+        )
+
+    def load(self, exchanges: list[Exchange]) -> None:
+        """Continue a logged conversation: its history, and its model/system unless already chosen."""
+        if not exchanges:
+            return
+        last = exchanges[-1]
+        self.conversation_id = last.conversation_id
+        if self.system is None:
+            self.system = last.system
+        for exchange in exchanges:
+            assistant: MessageParam = {"role": "assistant", "content": exchange.answer}
+            if exchange.reasoning:
+                assistant["reasoning_content"] = exchange.reasoning
+            self.history += [{"role": "user", "content": exchange.prompt}, assistant]
+
+    def transcript(self) -> str:
+        """The conversation as Markdown, for ``/save``."""
+        lines = [f"# kimiflow chat ({self.model})", ""]
+        if self.system:
+            lines += ["**system:** " + self.system, ""]
+        for message in self.history:
+            if message.get("reasoning_content"):
+                lines += [f"> _thinking:_ {message['reasoning_content']}", ""]
+            lines += [f"**{message['role']}:** {message.get('content') or ''}", ""]
+        return "\n".join(lines)
