@@ -52,7 +52,10 @@ def retry_after_from(message: str | None, headers: Mapping[str, str] | None) -> 
             try:
                 return max(float(value), 0.0)
             except ValueError:
-                parsed = email.utils.parsedate_to_datetime(value) if value.strip() else None
+                try:
+                    parsed = email.utils.parsedate_to_datetime(value)
+                except (TypeError, ValueError):
+                    parsed = None
                 if parsed is not None:
                     return max(parsed.timestamp() - time.time(), 0.0)
     if message:

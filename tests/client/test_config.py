@@ -1,0 +1,56 @@
+"""Configuration: argument > environment > default, immutable clients, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from kimiflow import AsyncKimi, ConfigError, Kimi, Timeouts
+from kimiflow.core.config import DEFAULT_BASE_URL, mask_key, resolve_config
+
+
+def test_argument_beats_environment_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-from-env-123456")
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "http://127.0.0.1:1/v1")
+    assert Kimi().api_key == "sk-from-env-123456"
+    assert Kimi().base_url == "http://127.0.0.1:1/v1"
+    assert Kimi(api_key="sk-arg-1234567", base_url="http://127.0.0.1:2/v1/").base_url == "http://127.0.0.1:2/v1"
+    monkeypatch.delenv("MOONSHOT_BASE_URL")
+    assert Kimi().base_url == DEFAULT_BASE_URL == "https://api.moonshot.cn/v1"
+
+
+@pytest.mark.parametrize("cls", [Kimi, AsyncKimi])
+def test_missing_key_says_how_to_set_it(cls: type) -> None:
+    with pytest.raises(ConfigError, match="export MOONSHOT_API_KEY"):
+        cls()
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"base_url": "api.moonshot.cn/v1"}, "http://"),
+    ({"max_retries": -1}, "max_retries"),
+    ({"timeout": "10s"}, "timeout"),
+    ({"timeout": -1}, "timeout"),
+])
+def test_bad_settings_are_rejected_with_the_fix(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        Kimi(api_key="sk-1234567890", **kwargs)
+
+
+def test_timeouts_reject_non_positive_values() -> None:
+    with pytest.raises(ConfigError, match="connect"):
+        Timeouts(connect=0)
+
+
+def test_with_options_returns_a_modified_copy() -> None:
+    client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
+    quick = client.with_options(timeout=5, max_retries=0)
+    assert (quick.timeouts.read, quick.timeouts.stream_idle, quick.max_retries) == (5, 5, 0)
+    assert (client.timeouts.read, client.max_retries) == (600.0, 2)
+    assert quick.base_url == client.base_url
+    other = client.with_options(api_key="sk-other-key-000")
+    assert other.api_key == "sk-other-key-000" and client.api_key == "sk-1234567890"
+
+
+def test_mask_key_shows_only_the_end() -> None:
+    assert mask_key("sk-1234567890abcdef") == "sk-...cdef"
+    assert mask_key(None) == "<not set>"
+    assert "1234567890" not in repr(resolve_config(api_key="sk-1234567890abcdef", environ={}))

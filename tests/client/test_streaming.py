@@ -1,0 +1,144 @@
+"""Streams through both clients against the simulator's real SSE, including every stream fault."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from kimiflow import (
+    AsyncKimi,
+    IncompleteStreamError,
+    InternalServerError,
+    Kimi,
+    StreamError,
+    StreamIdleTimeoutError,
+    Timeouts,
+)
+from tests.client.twins import Twin
+
+MESSAGES = [{"role": "user", "content": "讲个冷笑话吧"}]
+
+
+def opener(fault: str | None = None, **params: Any) -> Any:
+    headers = {"X-Kimiflow-Sim-Fault": fault} if fault else None
+    params.setdefault("max_tokens", 50)
+    return lambda c: c.chat.completions.create(model=params.pop("model", "moonshot-v1-8k"), messages=MESSAGES,
+                                               stream=True, extra_headers=headers, **params)
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+
+def test_stream_text_equals_non_stream_text(twin: Twin) -> None:
+    chunks = twin.stream(opener())
+    full = twin.run(lambda c: c.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES, max_tokens=50))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert text_of(chunks) == full.choices[0].message.content
+    final = chunks[-1].choices[0]
+    assert final.finish_reason in ("stop", "length")
+    assert final.usage is not None and final.usage.total_tokens == full.usage.total_tokens
+
+
+def test_stream_helper_gives_text_and_final_completion_with_kimi_usage(sim: Any) -> None:
+    with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+        with client.chat.completions.stream(model="moonshot-v1-8k", messages=MESSAGES, max_tokens=40) as s:
+            pieces = list(s.text_stream)
+            final = s.get_final_completion()
+    assert "".join(pieces) == final.choices[0].message.content
+    # Kimi sends usage only inside the final choice unless include_usage is set; kimiflow finds it.
+    assert final.usage is not None and final.usage.completion_tokens > 0
+
+
+def test_async_stream_helper(sim: Any) -> None:
+    async def main() -> tuple[str, Any]:
+        async with AsyncKimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+            async with client.chat.completions.stream(model="moonshot-v1-8k", messages=MESSAGES,
+                                                      max_tokens=40) as s:
+                pieces = [text async for text in s.text_stream]
+                return "".join(pieces), await s.get_final_completion()
+
+    text, final = asyncio.run(main())
+    assert text == final.choices[0].message.content and final.usage.total_tokens > 0
+
+
+def test_include_usage_is_not_counted_twice(sim: Any) -> None:
+    with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+        with client.chat.completions.stream(model="moonshot-v1-8k", messages=MESSAGES, max_tokens=30,
+                                            stream_options={"include_usage": True}) as s:
+            final = s.get_final_completion()
+        plain = client.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES, max_tokens=30)
+    assert final.usage.total_tokens == plain.usage.total_tokens
+
+
+def test_reasoning_stream_for_thinking_models(sim: Any) -> None:
+    with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+        with client.chat.completions.stream(model="kimi-k2-thinking", messages=MESSAGES, max_tokens=80,
+                                            temperature=1.0) as s:
+            reasoning = "".join(s.reasoning_stream)
+            final = s.get_final_completion()
+    assert reasoning and final.choices[0].message.reasoning_content == reasoning
+    assert final.choices[0].message.content
+
+
+def test_http_error_before_stream_is_typed_and_retried(twin: Twin) -> None:
+    with pytest.raises(InternalServerError) as info:
+        twin.stream(opener("500"), max_retries=1)
+    assert info.value.attempts == 2 and len(twin.sleeps) == 1
+
+
+def test_cut_stream_raises_incomplete_with_partial(twin: Twin) -> None:
+    with pytest.raises(IncompleteStreamError) as info:
+        twin.stream(opener("cut;after=5"))
+    partial = info.value.partial
+    assert partial is not None and partial.choices[0].message.content
+    assert twin.sleeps == []  # never retried once data reached the caller
+
+
+def test_error_event_raises_stream_error_with_partial_text(twin: Twin) -> None:
+    with pytest.raises(StreamError) as info:
+        twin.stream(opener("error-event;after=4"))
+    assert not isinstance(info.value, IncompleteStreamError)
+    assert info.value.type == "server_error"
+    assert info.value.partial is not None and info.value.partial.choices[0].message.content
+
+
+def test_malformed_chunk_names_the_offending_data(twin: Twin) -> None:
+    with pytest.raises(StreamError, match="malformed stream chunk") as info:
+        twin.stream(opener("malformed;after=3"))
+    assert "data" not in type(info.value).__name__.lower()
+
+
+@pytest.mark.parametrize("fault", ["stall;after=2", "stall;after=2;keepalive=0.05"])
+def test_stalled_stream_is_detected_within_the_idle_timeout(twin: Twin, fault: str) -> None:
+    """A silent upstream, or one sending only keep-alive comments, trips the idle timeout."""
+    started = time.monotonic()
+    with pytest.raises(StreamIdleTimeoutError) as info:
+        twin.stream(opener(fault), max_retries=0, timeout=Timeouts(read=5, stream_idle=0.4))
+    elapsed = time.monotonic() - started
+    assert info.value.which == "stream_idle"
+    assert 0.35 <= elapsed < 2.5
+
+
+def test_trickle_and_keepalive_streams_complete(twin: Twin) -> None:
+    slow = twin.stream(opener("trickle;interval=0.005", max_tokens=20))
+    chatty = twin.stream(opener("keepalive", max_tokens=20))
+    plain = twin.stream(opener(max_tokens=20))
+    assert text_of(slow) == text_of(chatty) == text_of(plain)
+
+
+def test_break_releases_the_connection(sim: Any) -> None:
+    """After a ``break`` the sim sees the stream end: nothing stays in flight."""
+    with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+        stream = client.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES, stream=True,
+                                                max_tokens=2000, extra_headers={"X-Kimiflow-Sim-Tokens": "2000"})
+        for _ in stream:
+            break
+        stream.close()
+        deadline = time.monotonic() + 3
+        while sim.stats.in_flight and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sim.stats.in_flight == 0

@@ -1,0 +1,26 @@
+"""Shared fixtures: a simulator on 127.0.0.1 for every integration test (never the internet)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_real_kimi_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never pick up a developer's real key or base URL, and never write to the real user dir."""
+    for name in ("MOONSHOT_API_KEY", "MOONSHOT_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    if "KIMIFLOW_HOME" not in os.environ or not os.environ["KIMIFLOW_HOME"].startswith(str(tmp_path_factory.getbasetemp())):
+        monkeypatch.setenv("KIMIFLOW_HOME", str(tmp_path_factory.mktemp("kimiflow-home")))
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[object]:
+    """One fast simulator (no tier limits) shared by the whole session."""
+    from kimiflow.sim import SimConfig, run_in_thread
+
+    with run_in_thread(SimConfig(latency="fast", seed=7, balance=1_000_000.0)) as server:
+        yield server

@@ -1,0 +1,68 @@
+"""The status + error.type → exception table, and error bodies turned into errors exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from kimiflow.core.errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ContentFilterError,
+    EngineOverloadedError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    RateLimitError,
+    error_class_for,
+    redact,
+)
+from kimiflow.core.requests import error_from_response
+
+
+@pytest.mark.parametrize(("status", "etype", "cls"), [
+    (400, "invalid_request_error", BadRequestError),
+    (400, "content_filter", ContentFilterError),
+    (401, "invalid_authentication_error", AuthenticationError),
+    (401, "incorrect_api_key_error", AuthenticationError),
+    (403, "permission_denied_error", PermissionDeniedError),
+    (403, "exceeded_current_quota_error", QuotaExceededError),
+    (429, "exceeded_current_quota_error", QuotaExceededError),
+    (404, "resource_not_found_error", NotFoundError),
+    (429, "rate_limit_reached_error", RateLimitError),
+    (429, "engine_overloaded_error", EngineOverloadedError),
+    (500, "server_error", InternalServerError),
+    (500, "unexpected_output", InternalServerError),
+    (502, None, InternalServerError),
+    (429, None, RateLimitError),
+    (418, None, APIStatusError),
+    (400, "engine_overloaded_error", BadRequestError),  # the type never moves an error to another status family
+])
+def test_error_class_table(status: int, etype: str | None, cls: type) -> None:
+    assert error_class_for(status, etype) is cls
+
+
+def test_error_from_moonshot_body_keeps_everything() -> None:
+    body = (b'{"error":{"message":"Your account o<ak> request reached organization max RPM: 3, '
+            b'please try again after 20 seconds","type":"rate_limit_reached_error"}}')
+    err = error_from_response(429, body, {"Msh-Request-Id": "req-1"})
+    assert isinstance(err, RateLimitError)
+    assert (err.status_code, err.type, err.request_id, err.retry_after) == (429, "rate_limit_reached_error",
+                                                                           "req-1", 20.0)
+    assert err.body == {"error": {"message": err.message, "type": "rate_limit_reached_error"}}
+
+
+def test_error_from_non_json_body_is_still_typed() -> None:
+    err = error_from_response(502, b"<html>Bad Gateway</html>", {})
+    assert isinstance(err, InternalServerError) and "Bad Gateway" in err.message and err.type is None
+
+
+def test_error_message_never_echoes_the_key() -> None:
+    body = b'{"error":{"message":"Incorrect API key provided: sk-abcdef123456","type":"incorrect_api_key_error"}}'
+    err = error_from_response(401, body, {}, api_key="sk-abcdef123456")
+    assert "sk-abcdef123456" not in str(err) and "sk-***" in str(err)
+
+
+def test_redact_scrubs_key_shapes_and_given_secrets() -> None:
+    assert redact("key sk-AAAAAAAAAAAA and mysecret", "mysecret") == "key sk-*** and sk-***"
