@@ -1,0 +1,277 @@
+"""``POST /v1/chat/completions``: admission, generation and the JSON or SSE answer (kimi-api.md §3–4).
+
+Order per request: parse and validate (400/404) → balance (429 quota) → tier admission (429) →
+plan the answer → sleep per the latency model → send. The concurrency slot is held until the last
+byte of a stream is written; the balance is charged only for a completed answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from kimiflow.core.pricing import cost_cny
+from kimiflow.sim import errors
+from kimiflow.sim.completion import ChoicePlan, plan_choices, usage_dict
+from kimiflow.sim.faults import Fault
+from kimiflow.sim.sse import DONE, KEEPALIVE, ChunkEncoder, sse_event
+from kimiflow.sim.validation import ChatRequest, decode_json_object, validate_chat_request
+
+if TYPE_CHECKING:
+    from kimiflow.sim.app import Simulator
+
+TOKENS_HEADER = "X-Kimiflow-Sim-Tokens"
+MAX_FORCED_TOKENS = 1_000_000
+STALL_LIMIT_S = 300.0
+_WRITE_BATCH = 512
+_MALFORMED = b'data: {"id":"chatcmpl-malformed","choices":[{"index":0,"delta":{"content":"\xe4\xbd\xa0\n\n'
+_encode = msgspec.json.Encoder().encode
+
+
+def _forced_tokens(request: web.BaseRequest) -> int | None:
+    value = request.headers.get(TOKENS_HEADER)
+    if value is None:
+        return None
+    try:
+        tokens = int(value)
+    except ValueError:
+        tokens = -1
+    if not 1 <= tokens <= MAX_FORCED_TOKENS:
+        raise errors.invalid_request(f"{TOKENS_HEADER} must be an integer from 1 to {MAX_FORCED_TOKENS}, got {value!r}")
+    return tokens
+
+
+def _choice_events(enc: ChunkEncoder, plan: ChoicePlan, usage: dict[str, Any]) -> Iterator[bytes]:
+    i = plan.index
+    yield enc.role(i)
+    for piece in plan.reasoning_encoded:
+        yield enc.reasoning(i, piece)
+    for piece in plan.content_encoded:
+        yield enc.content(i, piece)
+    for call in plan.tool_calls:
+        yield enc.tool_call_start(i, call.index, call.id, call.type, call.name)
+        for fragment in call.fragments:
+            yield enc.tool_call_arguments(i, call.index, fragment)
+    yield enc.final(i, plan.finish_reason, usage)
+
+
+def _interleave(streams: list[Iterator[bytes]]) -> Iterator[bytes]:
+    # n > 1: chunks of different choices alternate and are routed by choices[].index (§4.2).
+    active = list(streams)
+    while active:
+        still = []
+        for stream in active:
+            event = next(stream, None)
+            if event is not None:
+                yield event
+                still.append(stream)
+        active = still
+
+
+def _message(plan: ChoicePlan, reasoning_model: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.content)}
+    if reasoning_model:
+        message["reasoning_content"] = "".join(plan.reasoning)
+    if plan.tool_calls:
+        message["tool_calls"] = [call.as_message_dict() for call in plan.tool_calls]
+    return message
+
+
+def _choice_usage(req: ChatRequest, plan: ChoicePlan) -> dict[str, Any]:
+    return usage_dict(req.prompt_tokens, [plan], req.model.reasoning)
+
+
+async def _close_transport(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+async def stall_until_disconnect(request: web.BaseRequest, resp: web.StreamResponse, keepalive: float | None) -> None:
+    """Send nothing (or only keep-alive comments) until the client leaves or 300 s pass.
+
+    Real time on purpose: a stall exists to exercise the client's idle timeout, which is real time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STALL_LIMIT_S
+    next_ping = loop.time() + keepalive if keepalive else None
+    while loop.time() < deadline:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        step = 0.05
+        if next_ping is not None:
+            now = loop.time()
+            if now >= next_ping:
+                await resp.write(KEEPALIVE)
+                next_ping = now + keepalive  # type: ignore[operator]
+            step = min(step, max(0.0, next_ping - now))
+        await asyncio.sleep(step)
+    await _close_transport(request)
+
+
+async def handle_chat(sim: Simulator, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
+    """Answer one chat-completion request (raises ``SimError`` for error answers)."""
+    body = await request.read()
+    req = validate_chat_request(decode_json_object(body))
+    forced = _forced_tokens(request)
+    if sim.balance <= 0:
+        raise errors.quota_exceeded(sim.balance)
+    admitted_tokens = req.prompt_tokens + (req.max_tokens or sim.config.default_max_tokens)
+    sim.limiter.admit(key, admitted_tokens)
+    stats = sim.stats
+    stats.in_flight += 1
+    try:
+        plans = plan_choices(req, body, sim.config.seed, sim.corpus, forced)
+        stats.chat_completions += 1
+        if req.stream:
+            stats.streams += 1
+            resp, completed = await _stream(sim, request, req, plans, fault)
+        else:
+            resp, completed = await _respond(sim, request, req, plans, fault)
+        if completed:
+            completion_tokens = sum(plan.completion_tokens for plan in plans)
+            stats.prompt_tokens += req.prompt_tokens
+            stats.completion_tokens += completion_tokens
+            cost = cost_cny(req.model.id, req.prompt_tokens, completion_tokens)
+            stats.cost_cny += cost
+            sim.charge(cost)
+        return resp
+    finally:
+        stats.in_flight -= 1
+        sim.limiter.release(key)
+
+
+async def _respond(
+    sim: Simulator, request: web.BaseRequest, req: ChatRequest, plans: list[ChoicePlan], fault: Fault | None
+) -> tuple[web.StreamResponse, bool]:
+    ttft, per_token = sim.sample_latency()
+    total_tokens = sum(plan.completion_tokens for plan in plans)
+    delay = ttft + per_token * total_tokens + (fault.interval if fault and fault.name == "trickle" else 0.0)
+    if delay > 0:
+        await sim.config.sleep(delay)
+    payload = {
+        "id": "chatcmpl-" + os.urandom(12).hex(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model.id,
+        "choices": [
+            {"index": p.index, "message": _message(p, req.model.reasoning), "finish_reason": p.finish_reason}
+            for p in plans
+        ],
+        "usage": usage_dict(req.prompt_tokens, plans, req.model.reasoning),
+    }
+    body = _encode(payload)
+    if fault is not None and fault.name == "malformed":
+        return sim.json_response(200, body[: len(body) // 2], request), False
+    if fault is not None and fault.name in ("cut", "stall"):
+        return await sim.broken_json_response(request, body, fault), False
+    return sim.json_response(200, body, request), True
+
+
+async def _stream(
+    sim: Simulator, request: web.BaseRequest, req: ChatRequest, plans: list[ChoicePlan], fault: Fault | None
+) -> tuple[web.StreamResponse, bool]:
+    enc = ChunkEncoder("chatcmpl-" + os.urandom(12).hex(), int(time.time()), req.model.id)
+    streams = [_choice_events(enc, plan, _choice_usage(req, plan)) for plan in plans]
+    events = streams[0] if len(streams) == 1 else _interleave(streams)
+    resp = sim.stream_response(request)
+    await resp.prepare(request)
+    ttft, per_token = sim.sample_latency()
+    sleep = sim.config.sleep
+    stats = sim.stats
+    try:
+        if ttft > 0:
+            await sleep(ttft)
+        if fault is None and per_token == 0:
+            # Fast path: nothing separates the chunks, so coalesce them into large writes.
+            batch: list[bytes] = []
+            for event in events:
+                batch.append(event)
+                if len(batch) >= _WRITE_BATCH:
+                    stats.stream_chunks += len(batch)
+                    await resp.write(b"".join(batch))
+                    batch.clear()
+            stats.stream_chunks += len(batch)
+            if req.include_usage:
+                batch.append(enc.usage_only(usage_dict(req.prompt_tokens, plans, req.model.reasoning)))
+                stats.stream_chunks += 1
+            batch.append(DONE)
+            await resp.write(b"".join(batch))
+            await resp.write_eof()
+            return resp, True
+        return await _stream_slowly(sim, request, req, plans, fault, enc, events, resp, per_token)
+    except ConnectionError:
+        # The client went away mid-stream: nothing more to send, nothing to bill.
+        return resp, False
+
+
+async def _stream_slowly(
+    sim: Simulator,
+    request: web.BaseRequest,
+    req: ChatRequest,
+    plans: list[ChoicePlan],
+    fault: Fault | None,
+    enc: ChunkEncoder,
+    events: Iterator[bytes],
+    resp: web.StreamResponse,
+    per_token: float,
+) -> tuple[web.StreamResponse, bool]:
+    """Chunk by chunk, with per-token delays and the stream-shaped faults."""
+    sleep = sim.config.sleep
+    stats = sim.stats
+    name = fault.name if fault is not None else None
+    after = fault.after if fault is not None else 0
+    sent = 0
+    for event in events:
+        if fault is not None and sent == after:
+            if name == "cut":
+                if fault.clean:
+                    await resp.write_eof()
+                else:
+                    await _close_transport(request)
+                return resp, False
+            if name == "malformed":
+                await resp.write(_MALFORMED)
+            elif name == "error-event":
+                error = {"message": "The server had an error while generating the response", "type": "server_error"}
+                await resp.write(sse_event({"error": error}))
+                await resp.write_eof()
+                return resp, False
+            elif name == "stall":
+                await stall_until_disconnect(request, resp, fault.keepalive)
+                return resp, False
+        if sent:
+            if name == "trickle":
+                await sleep(fault.interval)  # type: ignore[union-attr]
+            elif per_token > 0:
+                await sleep(per_token)
+            if name == "keepalive":
+                await resp.write(KEEPALIVE)
+        await resp.write(event)
+        stats.stream_chunks += 1
+        sent += 1
+    if fault is not None and name in ("cut", "error-event", "stall") and sent <= after:
+        # ``after`` was past the end of the stream: fail where [DONE] would be.
+        if name == "stall":
+            await stall_until_disconnect(request, resp, fault.keepalive)
+        elif name == "cut" and not fault.clean:
+            await _close_transport(request)
+        else:
+            if name == "error-event":
+                error = {"message": "The server had an error while generating the response", "type": "server_error"}
+                await resp.write(sse_event({"error": error}))
+            await resp.write_eof()
+        return resp, False
+    if req.include_usage:
+        await resp.write(enc.usage_only(usage_dict(req.prompt_tokens, plans, req.model.reasoning)))
+        stats.stream_chunks += 1
+    await resp.write(DONE)
+    await resp.write_eof()
+    return resp, True

@@ -1,0 +1,189 @@
+"""What the simulated model answers: reasoning, content or tool calls, finish reason and usage.
+
+Pure planning, no I/O. The deterministic tool rule (documented for test writers):
+
+- no ``tools``, ``tool_choice: "none"``, or the last message is a ``tool`` result → plain answer;
+- ``tool_choice: {"type":"function","function":{"name":X}}`` → call X;
+- otherwise call every declared function whose name appears in the last user message, in
+  declaration order; ``$web_search`` is called when the message contains "web_search" or "搜索".
+
+Answer length: ``X-Kimiflow-Sim-Tokens: N`` forces N completion tokens; otherwise 20..120 tokens
+fixed per (request body, seed). ``max_tokens`` caps either, with ``finish_reason: "length"``.
+Thinking models spend part of the budget on ``reasoning_content`` first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from kimiflow.sim import errors
+from kimiflow.sim.textgen import Corpus, cut_at_stop, default_answer_tokens, request_digest
+from kimiflow.sim.validation import ChatRequest, ToolSpec
+
+_ARG_FRAGMENT_CHARS = 8
+_SAMPLE_STRINGS = ("北京", "上海", "Shenzhen", "kimiflow", "月之暗面", "report.pdf", "今天", "Hangzhou")
+
+
+@dataclass
+class ToolCallPlan:
+    """One tool call: its Kimi-style id (``name:index``), kind, name and argument fragments."""
+
+    index: int
+    id: str
+    type: str
+    name: str
+    arguments: str
+    fragments: list[str]
+
+    def as_message_dict(self) -> dict[str, Any]:
+        """The non-streaming form, with Kimi's ``index`` field."""
+        return {
+            "index": self.index,
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass
+class ChoicePlan:
+    """Everything one choice will emit."""
+
+    index: int
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_encoded: list[bytes] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
+    content_encoded: list[bytes] = field(default_factory=list)
+    tool_calls: list[ToolCallPlan] = field(default_factory=list)
+    finish_reason: str = "stop"
+
+    @property
+    def completion_tokens(self) -> int:
+        """Tokens generated: one per reasoning/content piece, one per tool-call chunk."""
+        tool_tokens = sum(1 + len(call.fragments) for call in self.tool_calls)
+        return len(self.reasoning) + len(self.content) + tool_tokens
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return str(content or "")
+    return ""
+
+
+def _chosen_tools(req: ChatRequest) -> list[ToolSpec]:
+    if not req.tools or req.tool_choice == "none" or req.messages[-1].get("role") == "tool":
+        return []
+    if isinstance(req.tool_choice, dict):
+        function = req.tool_choice.get("function")
+        wanted = function.get("name") if isinstance(function, dict) else None
+        for tool in req.tools:
+            if tool.name == wanted:
+                return [tool]
+        raise errors.invalid_request(f"tool_choice names function {wanted!r}, which is not in tools")
+    text = _last_user_text(req.messages)
+    chosen = []
+    for tool in req.tools:
+        if tool.builtin:
+            if "web_search" in text or "搜索" in text:
+                chosen.append(tool)
+        elif tool.name in text:
+            chosen.append(tool)
+    return chosen
+
+
+def _sample_value(schema: Any, digest: int) -> Any:
+    if not isinstance(schema, dict):
+        return None
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][digest % len(schema["enum"])]
+    kind = schema.get("type")
+    if kind == "string":
+        return _SAMPLE_STRINGS[digest % len(_SAMPLE_STRINGS)]
+    if kind == "integer":
+        return digest % 100
+    if kind == "number":
+        return round((digest % 10_000) / 100, 2)
+    if kind == "boolean":
+        return digest % 2 == 0
+    if kind == "array":
+        return [_sample_value(schema.get("items"), digest)] if isinstance(schema.get("items"), dict) else []
+    if kind == "object":
+        return _sample_object(schema, digest)
+    return None
+
+
+def _sample_object(schema: dict[str, Any], digest: int) -> dict[str, Any]:
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return {}
+    return {name: _sample_value(sub, digest >> (i % 32)) for i, (name, sub) in enumerate(properties.items())}
+
+
+def _tool_call(tool: ToolSpec, index: int, digest: int) -> ToolCallPlan:
+    if tool.builtin:
+        # Kimi executes $web_search itself on the next request; the arguments carry a search
+        # handle and the tokens the results will add (kimi-api.md §2.4).
+        arguments = msgspec.json.encode(
+            {"search_result": {"search_id": f"{digest:016x}"}, "usage": {"total_tokens": 200 + digest % 800}}
+        ).decode()
+        kind = "builtin_function"
+    else:
+        arguments = msgspec.json.encode(_sample_object(tool.parameters, digest)).decode()
+        kind = "function"
+    fragments = [arguments[i : i + _ARG_FRAGMENT_CHARS] for i in range(0, len(arguments), _ARG_FRAGMENT_CHARS)]
+    return ToolCallPlan(index, f"{tool.name}:{index}", kind, tool.name, arguments, fragments)
+
+
+def plan_choices(req: ChatRequest, body: bytes, seed: int, corpus: Corpus, forced_tokens: int | None) -> list[ChoicePlan]:
+    """The ``n`` choices for a validated request (same body + seed + forced tokens → same plans)."""
+    tools = _chosen_tools(req)
+    plans = []
+    for index in range(req.n):
+        digest = request_digest(body, seed, f"choice-{index}")
+        budget = forced_tokens if forced_tokens is not None else default_answer_tokens(digest)
+        cap = req.max_tokens
+        plan = ChoicePlan(index)
+        reasoning_len = 0
+        if req.model.reasoning:
+            reasoning_len = min(8 + digest % 25, budget // 2)
+        if tools and (cap is None or reasoning_len + 8 * len(tools) <= cap):
+            if reasoning_len:
+                plan.reasoning, plan.reasoning_encoded = corpus.take(corpus.sentence_start(digest >> 20), reasoning_len)
+            plan.tool_calls = [_tool_call(tool, i, digest >> i) for i, tool in enumerate(tools)]
+            plan.finish_reason = "tool_calls"
+            plans.append(plan)
+            continue
+        total = budget
+        if cap is not None and total > cap:
+            total = cap
+            plan.finish_reason = "length"
+        reasoning_len = min(reasoning_len, total)
+        if reasoning_len:
+            plan.reasoning, plan.reasoning_encoded = corpus.take(corpus.sentence_start(digest >> 20), reasoning_len)
+        pieces, encoded = corpus.take(corpus.sentence_start(digest), total - reasoning_len)
+        stopped, plan.content, plan.content_encoded = cut_at_stop(pieces, encoded, req.stop)
+        if stopped:
+            plan.finish_reason = "stop"
+        plans.append(plan)
+    return plans
+
+
+def usage_dict(prompt_tokens: int, plans: list[ChoicePlan], reasoning_model: bool) -> dict[str, Any]:
+    """The ``usage`` object for these choices (summed over choices for the top-level usage)."""
+    completion = sum(plan.completion_tokens for plan in plans)
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
+    if reasoning_model:
+        usage["completion_tokens_details"] = {"reasoning_tokens": sum(len(p.reasoning) for p in plans)}
+    return usage

@@ -1,0 +1,251 @@
+"""Validating a chat-completion request the way Kimi does (kimi-api.md §2.1, §2.2, §5).
+
+The output is a ``ChatRequest`` with every parameter resolved, so generation never re-checks input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from kimiflow.core.catalog import ModelInfo, model_info
+from kimiflow.core.tokens import estimate_message_tokens
+from kimiflow.sim import errors
+
+_ROLES = frozenset({"system", "user", "assistant", "tool", "cache"})
+_decoder = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A declared tool: a function (name + JSON-schema parameters) or the ``$web_search`` builtin."""
+
+    name: str
+    builtin: bool
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat-completion request."""
+
+    model: ModelInfo
+    messages: list[dict[str, Any]]
+    prompt_tokens: int
+    max_tokens: int | None
+    n: int
+    stream: bool
+    include_usage: bool
+    stop: list[str]
+    tools: list[ToolSpec]
+    tool_choice: Any
+
+
+def decode_json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or 400 "Invalid request: ..." saying why not."""
+    if not body:
+        raise errors.invalid_request("the request body is empty; send a JSON object")
+    try:
+        data = _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise errors.invalid_request(f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise errors.invalid_request("the request body must be a JSON object")
+    return data
+
+
+def resolve_model(data: dict[str, Any]) -> ModelInfo:
+    """The catalog entry for ``data["model"]``: 400 when missing, 404 when unknown."""
+    model = data.get("model")
+    if model is None or model == "":
+        raise errors.invalid_request("model is required")
+    if not isinstance(model, str):
+        raise errors.invalid_request("model must be a string")
+    info = model_info(model)
+    if info is None:
+        raise errors.model_not_found(model)
+    return info
+
+
+def _content_is_empty(content: Any) -> bool:
+    if content is None:
+        return True
+    if isinstance(content, str):
+        return content == ""
+    if isinstance(content, list):
+        return len(content) == 0
+    return False
+
+
+def validate_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """``data["messages"]`` checked for shape, roles and non-empty content."""
+    messages = data.get("messages")
+    if messages is None:
+        raise errors.invalid_request("messages is required")
+    if not isinstance(messages, list) or not messages:
+        raise errors.invalid_request("messages must be a non-empty array")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise errors.invalid_request(f"messages[{i}] must be an object with role and content")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise errors.invalid_request(
+                f"messages[{i}].role must be one of system, user, assistant, tool; got {role!r}"
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise errors.invalid_request(f"messages[{i}].content must be a string or an array of parts")
+        # An assistant turn that only calls tools may carry content "" (kimi-api.md §2.2).
+        if _content_is_empty(content) and not (role == "assistant" and message.get("tool_calls")):
+            raise errors.invalid_request(f"messages[{i}] with role '{role}' must not have empty content")
+    return messages
+
+
+def _number(data: dict[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise errors.invalid_request(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _integer(data: dict[str, Any], name: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.invalid_request(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _format_temperature(value: float) -> str:
+    return f"{value:g}"
+
+
+def _tools(data: dict[str, Any]) -> list[ToolSpec]:
+    raw = data.get("tools")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise errors.invalid_request("tools must be an array")
+    if len(raw) > 128:
+        raise errors.invalid_request(f"tools must have at most 128 entries, got {len(raw)}")
+    specs: list[ToolSpec] = []
+    seen: set[str] = set()
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict) or not isinstance(tool.get("function"), dict):
+            raise errors.invalid_request(f"tools[{i}] must be an object with type and function")
+        kind = tool.get("type")
+        function = tool["function"]
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise errors.invalid_request(f"tools[{i}].function.name is required")
+        if kind == "builtin_function":
+            if name != "$web_search":
+                raise errors.invalid_request(f"unknown builtin_function {name!r}; only $web_search exists")
+            specs.append(ToolSpec(name, True, {}))
+        elif kind == "function":
+            parameters = function.get("parameters") or {"type": "object", "properties": {}}
+            if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+                raise errors.invalid_request(f"tools[{i}].function.parameters must be a JSON schema object")
+            specs.append(ToolSpec(name, False, parameters))
+        else:
+            raise errors.invalid_request(f"tools[{i}].type must be 'function' or 'builtin_function'")
+        if name in seen:
+            raise errors.invalid_request(f"function name {name} is duplicated")
+        seen.add(name)
+    return specs
+
+
+def _stop(data: dict[str, Any]) -> list[str]:
+    stop = data.get("stop")
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise errors.invalid_request("stop must be a string or an array of strings")
+    if len(stops) > 5:
+        raise errors.invalid_request(f"stop accepts at most 5 strings, got {len(stops)}")
+    for s in stops:
+        if len(s.encode()) > 32:
+            raise errors.invalid_request(f"each stop string must be at most 32 bytes, {s!r} is longer")
+    return stops
+
+
+def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
+    """Check a decoded chat-completion body; raise ``SimError`` with Kimi's status/type/message."""
+    info = resolve_model(data)
+    messages = validate_messages(data)
+    if "functions" in data or "function_call" in data:
+        raise errors.invalid_request("functions and function_call are not supported, use tools instead")
+
+    temperature = _number(data, "temperature")
+    if temperature is not None:
+        if info.fixed_temperature is not None and temperature != info.fixed_temperature:
+            raise errors.bad_request(
+                f"invalid temperature: only {_format_temperature(info.fixed_temperature)} is allowed for this model"
+            )
+        if not 0 <= temperature <= 1:
+            raise errors.invalid_request(
+                f"temperature {_format_temperature(temperature)} is out of range, it must be in [0, 1]"
+            )
+    effective_temperature = temperature if temperature is not None else info.default_temperature
+
+    n = _integer(data, "n")
+    n = 1 if n is None else n
+    if not 1 <= n <= 5:
+        raise errors.invalid_request(f"n must be between 1 and 5, got {n}")
+    if n > 1 and effective_temperature < 0.3:
+        raise errors.invalid_request(
+            f"n={n} needs temperature >= 0.3: when temperature is close to 0 only one result can be returned"
+        )
+
+    # max_completion_tokens is the 2026 name; prefer it when both are sent.
+    max_tokens = _integer(data, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _integer(data, "max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise errors.invalid_request(f"max_tokens must be a positive integer, got {max_tokens}")
+
+    stream = data.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise errors.invalid_request("stream must be a boolean")
+    stream_options = data.get("stream_options")
+    include_usage = False
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise errors.invalid_request("stream_options must be an object like {\"include_usage\": true}")
+        include_usage = bool(stream_options.get("include_usage", False))
+
+    tools = _tools(data)
+    tool_choice = data.get("tool_choice")
+    if tool_choice == "required":
+        if info.reasoning:
+            raise errors.bad_request("tool_choice 'required' is incompatible with thinking enabled")
+        raise errors.invalid_request("tool_choice 'required' is not supported, use 'auto' or 'none'")
+    if tool_choice is not None and tool_choice not in ("auto", "none") and not isinstance(tool_choice, dict):
+        raise errors.invalid_request("tool_choice must be 'auto', 'none' or a {\"type\":\"function\"} object")
+
+    prompt_tokens = estimate_message_tokens(messages)
+    if prompt_tokens > info.context_length:
+        raise errors.bad_request("Input token length too long")
+    if max_tokens is not None and prompt_tokens + max_tokens > info.context_length:
+        raise errors.bad_request(f"Your request exceeded model token limit : {info.context_length}")
+
+    return ChatRequest(
+        model=info,
+        messages=messages,
+        prompt_tokens=prompt_tokens,
+        max_tokens=max_tokens,
+        n=n,
+        stream=stream,
+        include_usage=include_usage,
+        stop=_stop(data),
+        tools=tools,
+        tool_choice=tool_choice,
+    )
