@@ -1,0 +1,81 @@
+"""``kimiflow sim``: serve the offline Kimi API simulator until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+
+import click
+
+from kimiflow.sim import SimConfig, Simulator, parse_fault_rates
+
+
+def _fault_rates(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float]:
+    if not value:
+        return {}
+    try:
+        rates = parse_fault_rates(value)
+        SimConfig(fault_rates=rates)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return rates
+
+
+def _keys(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    if not keys:
+        raise click.BadParameter("give at least one key, e.g. --keys sk-sim-a,sk-sim-b")
+    return keys
+
+
+async def _serve(config: SimConfig, host: str, port: int) -> None:
+    sim = Simulator(config, host=host, port=port)
+    try:
+        await sim.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(f"port {port} on {host} is already in use; pick another with --port") from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    tier = "none (no limits)" if config.tier is None else str(config.tier)
+    click.echo(f"Kimi API simulator listening on {sim.base_url}  (tier {tier}, latency {config.latency})")
+    click.echo(f"API key: {sim.api_key}")
+    click.echo("Point a client at it:")
+    click.echo(f"  export MOONSHOT_BASE_URL={sim.base_url}")
+    click.echo(f"  export MOONSHOT_API_KEY={sim.api_key}")
+    click.echo("Press Ctrl-C to stop.", err=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+@click.command("sim")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port (0 = any free port).")
+@click.option("--tier", type=click.IntRange(0, 5), default=None, help="Enforce Kimi tier 0..5 limits (default: none).")
+@click.option(
+    "--latency", type=click.Choice(["fast", "realistic"]), default="fast", show_default=True,
+    help="fast: no delays; realistic: 300-700 ms to first token, 40-80 tokens/s.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for answers, latency jitter and faults.")
+@click.option("--keys", callback=_keys, help="Comma-separated API keys to accept (default: one built-in key).")
+@click.option("--balance", type=float, default=1000.0, show_default=True, help="Starting balance in CNY.")
+@click.option(
+    "--fault-rate", "fault_rate", callback=_fault_rates,
+    help="Random faults per request, e.g. 500=0.05,reset=0.02 (names as in X-Kimiflow-Sim-Fault).",
+)
+def sim(
+    host: str, port: int, tier: int | None, latency: str, seed: int, keys: tuple[str, ...], balance: float,
+    fault_rate: dict[str, float],
+) -> None:
+    """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C."""
+    try:
+        config = SimConfig(tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        asyncio.run(_serve(config, host, port))
+    except KeyboardInterrupt:
+        click.echo("Simulator stopped.", err=True)
