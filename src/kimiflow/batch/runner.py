@@ -1,0 +1,451 @@
+"""Run a JSONL file of chat requests at the account's limits, resumably: ``run_batch``.
+
+The run: validate the input (nothing is sent if a line is bad, unless told to skip bad lines),
+bind the journal, repair the output after a crash, then stream the pending requests through a
+bounded queue to a fixed pool of workers. Each worker sends through ``AsyncKimi`` with the
+client's own retries off: the limiter decides when to send, the worker decides what to retry
+(5xx, resets, timeouts with backoff up to ``max_attempts``; 429s after the pause the limiter
+imposes). A quota error or a stop request (Ctrl-C) stops taking new work; requests in flight get
+``grace_seconds`` to finish, the rest are recorded as not done; the summary is always written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kimiflow.batch.inputs import BatchRequest, InputDefaults, iter_requests, scan_input
+from kimiflow.batch.journal import PENDING, DoneStats, Journal
+from kimiflow.batch.limiter import RateLimiter, request_charge
+from kimiflow.batch.output import (
+    ResultWriter,
+    failure_record,
+    rebuild_errors,
+    reconcile,
+    success_record,
+)
+from kimiflow.batch.progress import NullProgress, Progress
+from kimiflow.batch.summary import (
+    COMPLETED,
+    INTERRUPTED,
+    QUOTA_EXCEEDED,
+    BatchSummary,
+    RunStats,
+    build_summary,
+)
+from kimiflow.core.errors import (
+    APIConnectionError,
+    APIStatusError,
+    InternalServerError,
+    KimiflowError,
+    QuotaExceededError,
+    RateLimitError,
+)
+from kimiflow.core.pricing import usage_cost_cny
+from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
+
+DEFAULT_WORKERS = 64
+"""Workers when no concurrency limit is set."""
+MAX_WORKERS = 1000
+TRANSIENT_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
+MAX_RATE_LIMITED_RETRIES = 20
+"""A request answered 429 more often than this fails (a limit far tighter than configured)."""
+
+
+class BatchInputError(KimiflowError):
+    """The input file has invalid lines; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class BatchPaths:
+    """Where a batch writes: output, errors, journal and summary, all derived from the output."""
+
+    input: Path
+    output: Path
+    errors: Path
+    journal: Path
+    summary: Path
+
+    @classmethod
+    def for_output(cls, input: str | Path, output: str | Path, errors: str | Path | None = None) -> BatchPaths:
+        """``OUT.jsonl`` → ``OUT.errors.jsonl``, ``OUT.journal.sqlite``, ``OUT.summary.json``."""
+        out = Path(output)
+        stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
+        base = out.with_name(stem)
+        return cls(
+            input=Path(input),
+            output=out,
+            errors=Path(errors) if errors is not None else base.with_name(stem + ".errors.jsonl"),
+            journal=base.with_name(stem + ".journal.sqlite"),
+            summary=base.with_name(stem + ".summary.json"),
+        )
+
+    def as_strings(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class _Run:
+    """Mutable state shared by the workers of one run."""
+
+    journal: Journal
+    writer: ResultWriter
+    limiter: RateLimiter
+    client: Any
+    progress: Progress
+    max_attempts: int
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[Any]]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: RunStats = field(default_factory=RunStats)
+    stop_status: str = COMPLETED
+    stop_message: str = ""
+    rng: random.Random = field(default_factory=random.Random)
+
+
+async def run_batch(
+    input: str | Path,
+    output: str | Path,
+    *,
+    errors: str | Path | None = None,
+    client: Any = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    tier: int | None = None,
+    concurrency: int | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    tpd: int | None = None,
+    limits: RateLimits | None = None,
+    limiter: RateLimiter | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    system: str | None = None,
+    max_attempts: int = 3,
+    retry_failed: bool = False,
+    skip_invalid: bool = False,
+    grace_seconds: float = 30.0,
+    progress: Progress | None = None,
+    handle_signals: bool = False,
+    stop: asyncio.Event | None = None,
+    resume_command: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> BatchSummary:
+    """Run every request of ``input`` (JSONL) and write the results to ``output``; resumable.
+
+    >>> summary = await run_batch("tickets.jsonl", "out.jsonl", tier=2, model="moonshot-v1-8k")
+    >>> print(summary.describe())
+
+    Running it again with the same arguments finishes only what is missing. Limits come from
+    ``limiter``, else ``limits``, else ``tier`` (default 0) with explicit numbers overriding.
+    ``stop`` (an event) or, with ``handle_signals``, Ctrl-C stops the run gracefully.
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    paths = BatchPaths.for_output(input, output, errors)
+    if paths.output.resolve() == paths.input.resolve():
+        raise ValueError("the output file must not be the input file; choose another -o")
+    defaults = InputDefaults(model=model, max_tokens=max_tokens, system=system)
+    scan = scan_input(paths.input, defaults)
+    if not scan.ok and not skip_invalid:
+        raise BatchInputError(
+            f"{paths.input}: {scan.problem_count} invalid line(s), nothing was sent:\n{scan.describe()}\n"
+            "Fix the lines, or pass --skip-invalid to run the valid ones only."
+        )
+    if limiter is None:
+        if limits is None:
+            limits = RateLimits.for_tier(0 if tier is None else tier, concurrency=concurrency, rpm=rpm,
+                                         tpm=tpm, tpd=tpd)
+        limiter = RateLimiter(limits, clock=clock, sleep=sleep)
+
+    paths.output.parent.mkdir(parents=True, exist_ok=True)
+    journal = Journal.open(paths.journal)
+    try:
+        params = {**defaults.as_params(), "skip_invalid": skip_invalid}
+        journal.bind(scan.fingerprint, params)
+        if journal.get_meta("registered") != "1":
+            journal.register((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
+                                                                           skip_lines=scan.bad_lines))
+            journal.set_meta("registered", "1")
+        journal.reset_in_flight()
+        if retry_failed:
+            journal.reset_failed()
+        repair = reconcile(paths.output, journal)
+        rebuild_errors(paths.errors, journal)
+
+        own_client = client is None
+        if client is None:
+            from kimiflow import AsyncKimi
+
+            client = AsyncKimi(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+        else:
+            client = client.with_options(max_retries=0)
+        writer = ResultWriter(paths.output, paths.errors, journal)
+        run = _Run(journal, writer, limiter, client, progress or NullProgress(), max_attempts, clock, sleep,
+                   stop=stop or asyncio.Event())
+        if repair.changed:
+            run.progress.note(
+                f"repaired the output after an interrupted run: {len(repair.adopted)} result(s) kept, "
+                f"{repair.dropped_duplicates} duplicate(s) and {repair.torn_bytes} torn byte(s) removed, "
+                f"{repair.lost} missing result(s) queued again"
+            )
+        started = clock()
+        try:
+            await _execute(run, paths, defaults, scan.bad_lines, grace_seconds, handle_signals)
+        finally:
+            run.stats.elapsed_s = clock() - started
+            writer.close()
+            if own_client:
+                await client.close()
+            rebuild_errors(paths.errors, journal)
+            journal.add_rate_limited(run.stats.rate_limited)
+        summary = build_summary(
+            journal, status=run.stop_status, paths=paths.as_strings(), run=run.stats,
+            limits={k: v for k, v in asdict(limiter.limits).items()}, message=run.stop_message,
+        )
+        if summary.pending and resume_command:
+            summary.resume_command = resume_command
+            summary.message = (summary.message + "\n" if summary.message else "") + f"resume with: {resume_command}"
+        summary.write(paths.summary)
+        return summary
+    finally:
+        journal.close()
+
+
+async def _execute(
+    run: _Run, paths: BatchPaths, defaults: InputDefaults, bad_lines: set[int], grace: float,
+    handle_signals: bool,
+) -> None:
+    counts = run.journal.counts()
+    run.progress.start(sum(counts.values()), counts["done"] + counts["failed"])
+    pending = counts[PENDING]
+    if pending == 0:
+        run.progress.stop()
+        return
+    limit = run.limiter.limits.concurrency
+    workers_n = max(1, min(limit or DEFAULT_WORKERS, MAX_WORKERS, pending))
+    queue: asyncio.Queue[BatchRequest | None] = asyncio.Queue(maxsize=workers_n * 2)
+    loop = asyncio.get_running_loop()
+    workers = [asyncio.create_task(_worker(run, queue)) for _ in range(workers_n)]
+    producer = asyncio.create_task(_produce(run, queue, paths, defaults, bad_lines, workers_n))
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            _request_stop(run, INTERRUPTED, "interrupted: stopped taking new requests")
+            run.progress.note(f"stopping: letting {run.limiter.state.in_flight} request(s) in flight finish "
+                              f"(up to {grace:.0f}s); press Ctrl-C again to abort now")
+        else:
+            run.progress.note("aborting: requests in flight are recorded as not done")
+            for task in workers:
+                task.cancel()
+
+    if handle_signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        stop_wait = asyncio.ensure_future(run.stop.wait())
+        everything = asyncio.gather(producer, *workers, return_exceptions=True)
+        first: set[asyncio.Future[Any]] = {stop_wait, everything}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if not everything.done():
+            producer.cancel()
+            _, still = await asyncio.wait(workers, timeout=grace)
+            for task in still:
+                task.cancel()
+        results = await everything
+        stop_wait.cancel()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+    finally:
+        if handle_signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGINT)
+        run.progress.stop()
+
+
+def _request_stop(run: _Run, status: str, message: str) -> None:
+    if not run.stop.is_set():
+        run.stop_status = status
+        run.stop_message = message
+        run.stop.set()
+
+
+def _pending_requests(
+    run: _Run, paths: BatchPaths, defaults: InputDefaults, bad_lines: set[int], chunk: int = 256
+) -> Iterator[list[BatchRequest]]:
+    batch: list[BatchRequest] = []
+    for request in iter_requests(paths.input, defaults, skip_lines=bad_lines):
+        batch.append(request)
+        if len(batch) >= chunk:
+            yield _only_pending(run, batch)
+            batch = []
+    if batch:
+        yield _only_pending(run, batch)
+
+
+def _only_pending(run: _Run, batch: list[BatchRequest]) -> list[BatchRequest]:
+    states = run.journal.statuses([r.custom_id for r in batch])
+    return [r for r in batch if states.get(r.custom_id) == PENDING]
+
+
+async def _produce(
+    run: _Run, queue: asyncio.Queue[BatchRequest | None], paths: BatchPaths, defaults: InputDefaults,
+    bad_lines: set[int], workers_n: int,
+) -> None:
+    try:
+        for batch in _pending_requests(run, paths, defaults, bad_lines):
+            for request in batch:
+                if run.stop.is_set():
+                    return
+                await queue.put(request)
+            await asyncio.sleep(0)  # reading the file is synchronous: let the workers run
+    finally:
+        # One end marker per worker; put_nowait may fail only when stopping, and stopping workers
+        # check the stop flag, so they never wait for a marker that cannot come.
+        for _ in range(workers_n):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+
+async def _worker(run: _Run, queue: asyncio.Queue[BatchRequest | None]) -> None:
+    while not run.stop.is_set():
+        get = asyncio.ensure_future(queue.get())
+        stop = asyncio.ensure_future(run.stop.wait())
+        try:
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not get.done():
+                get.cancel()
+        if not get.done() or get.cancelled():
+            return
+        request = get.result()
+        if request is None:
+            return
+        if run.stop.is_set():
+            return
+        await _process(run, request)
+
+
+async def _process(run: _Run, request: BatchRequest) -> None:
+    journal, cid = run.journal, request.custom_id
+    journal.mark_in_flight(cid)
+    run.stats.sent += 1
+    prompt_tokens, max_tokens = request_charge(request.body)
+    attempts = 0  # HTTP attempts, whatever their outcome
+    transient_failures = 0  # counted against max_attempts
+    rate_limited = 0
+    latency = 0.0
+    finished = False
+    try:
+        while True:
+            retry, delay = False, 0.0
+            async with run.limiter.slot(prompt_tokens, max_tokens=max_tokens) as slot:
+                if run.stop.is_set():
+                    return
+                attempts += 1
+                run.stats.attempts += 1
+                sent_at = run.clock()
+                try:
+                    resp = await run.client.chat.completions.create(**request.body)
+                except QuotaExceededError as exc:
+                    _request_stop(run, QUOTA_EXCEEDED, f"stopped: the account's quota is exhausted ({exc}); "
+                                  "top up the balance, then run the same command again")
+                    return
+                except RateLimitError as exc:
+                    latency = (run.clock() - sent_at) * 1000
+                    run.stats.rate_limited += 1
+                    rate_limited += 1
+                    run.limiter.report_rate_limited(exc.retry_after)
+                    if rate_limited > MAX_RATE_LIMITED_RETRIES:
+                        _fail(run, request, exc, attempts, latency)
+                        finished = True
+                        return
+                    # With a retry-after the limiter pauses everyone; without one, back off too.
+                    retry, delay = True, 0.0 if exc.retry_after is not None else _backoff(rate_limited, run.rng)
+                except (APIStatusError, APIConnectionError) as exc:
+                    latency = (run.clock() - sent_at) * 1000
+                    transient_failures += 1
+                    if not _transient(exc) or transient_failures >= run.max_attempts:
+                        _fail(run, request, exc, attempts, latency)
+                        finished = True
+                        return
+                    retry, delay = True, _backoff(transient_failures, run.rng)
+                else:
+                    latency = (run.clock() - sent_at) * 1000
+                    slot.settle(resp.usage)
+            if not retry:
+                break
+            if delay > 0:
+                await run.sleep(delay)
+            if run.stop.is_set():
+                return
+        attempts += max(getattr(resp, "attempts", 1) - 1, 0)
+        model = getattr(resp, "model", None) or request.body.get("model", "")
+        cost = usage_cost_cny(model, resp.usage)
+        usage = resp.usage
+        record = success_record(cid, 200, resp.request_id, resp.to_dict(), attempts=attempts,
+                                latency_ms=latency, cost_cny=cost)
+        run.writer.write_success(record, DoneStats(
+            attempts=attempts,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cost_cny=cost,
+            latency_ms=latency,
+        ))
+        finished = True
+        run.stats.succeeded += 1
+        run.progress.advance(ok=True, tokens=usage.total_tokens if usage else 0, cost_cny=cost)
+    except RequestTooLargeError as exc:
+        _fail(run, request, exc, attempts, latency)
+        finished = True
+    finally:
+        if not finished:
+            # Stopped, quota, or cancelled after the grace period: not done, sent again on resume.
+            journal.mark_pending(cid)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, (InternalServerError, APIConnectionError)):
+        return True
+    return isinstance(exc, APIStatusError) and exc.status_code in TRANSIENT_STATUSES
+
+
+def _backoff(attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... capped at 20 s."""
+    base: float = min(20.0, 0.5 * 2 ** (attempt - 1))
+    return base * rng.uniform(0.5, 1.0)
+
+
+def _fail(run: _Run, request: BatchRequest, exc: BaseException, attempts: int, latency: float) -> None:
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "type", None) or type(exc).__name__
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, APIConnectionError) or (status is not None and _transient(exc)):
+        reason = f"gave up after {attempts} attempt(s): {reason}"
+    record = failure_record(
+        request.custom_id, reason, code=str(code), status_code=status,
+        request_id=getattr(exc, "request_id", None), body=getattr(exc, "body", None),
+        attempts=attempts, latency_ms=latency,
+    )
+    run.writer.write_failure(record, attempts)
+    run.stats.failed += 1
+    run.progress.advance(ok=False, tokens=0, cost_cny=0.0)
+
+
+def run_batch_sync(input: str | Path, output: str | Path, **options: Any) -> BatchSummary:
+    """``run_batch`` for synchronous code: ``run_batch_sync("in.jsonl", "out.jsonl", tier=1)``."""
+    return asyncio.run(run_batch(input, output, **options))
