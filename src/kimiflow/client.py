@@ -124,6 +124,9 @@ class _BaseClient:
         headers = self._stream_headers if spec.stream else self._headers
         if spec.extra_headers:
             headers = {**headers, **spec.extra_headers}
+        if spec.files or spec.form:
+            # The transport sets multipart/form-data with its boundary.
+            headers = {k: v for k, v in headers.items() if k != "Content-Type"}
         timeouts = options.timeouts
         return Outgoing(
             spec.method, self._config.base_url + spec.path, headers, body=spec.body, form=spec.form,

@@ -19,7 +19,9 @@ import msgspec
 
 from kimiflow.core.accumulate import ChatCompletionAccumulator
 from kimiflow.core.errors import (
+    APIConnectionError,
     APIError,
+    APITimeoutError,
     DeadlineExceededError,
     IncompleteStreamError,
     StreamError,
@@ -109,17 +111,24 @@ class _StreamState:
     def partial(self) -> ChatCompletion | None:
         return self.accumulator.completion() if self.yielded else None
 
-    def incomplete(self) -> IncompleteStreamError:
+    def incomplete(self, reason: str = "") -> IncompleteStreamError:
         return IncompleteStreamError(
-            "the stream ended without data: [DONE]; the answer may be cut short (see .partial)",
+            f"the stream ended without data: [DONE]{reason}; the answer may be cut short (see .partial)",
             partial=self.partial(), request_id=self.request_id, attempts=self.attempts,
         )
 
-    def attach_partial(self, exc: APIError) -> APIError:
-        if isinstance(exc, StreamError) and exc.partial is None:
+    def failed(self, exc: APIError) -> APIError:
+        """The error to raise for a failure after the stream started, with the partial answer attached.
+
+        A dropped connection mid-stream is an incomplete stream: only ``[DONE]`` means complete.
+        """
+        if isinstance(exc, APIConnectionError) and not isinstance(exc, APITimeoutError):
+            return self.incomplete(f" (the connection broke: {exc.message})")
+        if exc.partial is None:
             exc.partial = self.partial()
         if exc.request_id is None:
             exc.request_id = self.request_id
+        exc.attempts = self.attempts
         return exc
 
 
@@ -157,7 +166,7 @@ class Stream(Generic[T]):
                     yield state.parse(event)
             raise state.incomplete()
         except APIError as exc:
-            raise state.attach_partial(exc) from None
+            raise state.failed(exc) from None
         finally:
             self.close()
 
@@ -218,7 +227,7 @@ class AsyncStream(Generic[T]):
                     yield state.parse(event)
             raise state.incomplete()
         except APIError as exc:
-            raise state.attach_partial(exc) from None
+            raise state.failed(exc) from None
         finally:
             self.close()
 

@@ -53,6 +53,8 @@ class APIError(KimiflowError):
     """An error talking to the Kimi API."""
 
     status_code: int | None = None
+    partial: Any = None
+    """For a stream that failed after it started: the completion accumulated up to the failure."""
 
     def __init__(
         self,

@@ -95,8 +95,7 @@ class AsyncTransport:
             for upload in outgoing.files:
                 form.add_field(upload.field, upload.content, filename=upload.filename,
                                content_type=upload.content_type)
-            headers = {k: v for k, v in outgoing.headers.items() if k.lower() != "content-type"}
-            return {"headers": headers, "data": form, "timeout": timeout, "allow_redirects": False}
+            return {"headers": outgoing.headers, "data": form, "timeout": timeout, "allow_redirects": False}
         return {"headers": outgoing.headers, "data": outgoing.body, "timeout": timeout, "allow_redirects": False}
 
     async def send(self, outgoing: Outgoing) -> RawResponse:
