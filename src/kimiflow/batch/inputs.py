@@ -95,6 +95,8 @@ def parse_line(raw: bytes, line: int, defaults: InputDefaults) -> BatchRequest |
         obj = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InputError(f"invalid JSON ({exc}); each line must be one JSON object") from None
+    except UnicodeDecodeError:
+        raise InputError("not valid UTF-8; save the file as UTF-8") from None
     if not isinstance(obj, dict):
         raise InputError(f"expected a JSON object, got {type(obj).__name__}")
     custom_id = obj.get("custom_id", None)

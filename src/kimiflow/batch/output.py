@@ -134,12 +134,13 @@ class ReconcileReport:
         return bool(self.adopted or self.dropped_duplicates or self.torn_bytes or self.lost)
 
 
-def reconcile(output: str | Path, journal: Journal) -> ReconcileReport:
+def reconcile(output: str | Path, journal: Journal, *, verify: bool = False) -> ReconcileReport:
     """Make the output file and the journal agree before a resumed run appends to it.
 
     Only the bytes past the journal's ``output_bytes`` can disagree after a crash, so only they are
     read — unless the file is shorter than the journal expects (edited or truncated by hand); then
     the whole file is checked and results missing from it are marked pending to be produced again.
+    ``verify=True`` forces that whole-file check.
     """
     path = Path(output)
     report = ReconcileReport()
@@ -147,7 +148,7 @@ def reconcile(output: str | Path, journal: Journal) -> ReconcileReport:
         path.touch()
     size = path.stat().st_size
     committed = journal.output_bytes
-    if size < committed:
+    if size < committed or verify:
         report.full_scan = True
         _full_scan(path, journal, report)
         return report
