@@ -28,6 +28,14 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def sim_env(sim, monkeypatch: pytest.MonkeyPatch):
+    """Point the CLI at the session's simulator through the environment, as a user would."""
+    monkeypatch.setenv("MOONSHOT_BASE_URL", sim.base_url)
+    monkeypatch.setenv("MOONSHOT_API_KEY", sim.api_key)
+    return sim
+
+
+@pytest.fixture
 def run():
     """Invoke the ``kimiflow`` group in-process; returns click's Result (stdout and stderr apart)."""
     runner = CliRunner()

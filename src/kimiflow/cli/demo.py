@@ -15,6 +15,7 @@ import json
 import sys
 import tempfile
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,22 @@ def _code(text: str) -> None:
     click.secho("    " + text.replace("\n", "\n    "), fg="cyan")
 
 
+def _display_width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded to ``width`` terminal columns (CJK characters take two)."""
+    return text + " " * max(0, width - _display_width(text))
+
+
 def _short(text: str, width: int = 48) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    if _display_width(text) <= width:
+        return text
+    while _display_width(text) > width - 1:
+        text = text[:-1]
+    return text + "…"
 
 
 def step_sync(base_url: str, api_key: str, max_tokens: int) -> float:
@@ -104,7 +118,7 @@ def step_concurrency(base_url: str, api_key: str, max_tokens: int) -> Concurrenc
     _heading(f"2. The same {n} questions, sequentially and then concurrently, with AsyncKimi")
 
     def report(i: int, at: float, answer: str) -> None:
-        click.echo(f"  {at:5.2f} s  #{i + 1:<2} {_short(QUESTIONS[i], 20):<22} → {_short(answer, 36)}")
+        click.echo(f"  {at:5.2f} s  #{i + 1:<2} {_pad(_short(QUESTIONS[i], 30), 30)} → {_short(answer, 40)}")
 
     _code("for q in questions:\n    await client.ask(q)")
     sequential = asyncio.run(_ask_all(base_url, api_key, max_tokens, concurrent=False, report=report))
