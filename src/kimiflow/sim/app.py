@@ -35,6 +35,7 @@ from kimiflow.sim.validation import decode_json_object, resolve_model, validate_
 
 JSON_TYPE = "application/json; charset=utf-8"
 STATS_PATH = "/_sim/stats"
+REQUEST_ID = web.RequestKey("request_id", str)
 _encode = msgspec.json.Encoder().encode
 _STATUS_FAULTS: dict[str, Callable[[str, Fault], SimError]] = {
     "429": lambda key, f: errors.rpm_reached(key, 3, f.retry_after),
@@ -113,7 +114,7 @@ class Simulator:
         server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, backlog=2048, shutdown_timeout=0.5)
+        site = web.TCPSite(runner, self.host, self.port, backlog=2048)
         try:
             await site.start()
         except OSError:
@@ -169,7 +170,7 @@ class Simulator:
     # -- responses --------------------------------------------------------------------------
 
     def _headers(self, request: web.BaseRequest, content_type: str) -> dict[str, str]:
-        return {"Content-Type": content_type, "Msh-Request-Id": request["request_id"], "Msh-Gid": self._gid}
+        return {"Content-Type": content_type, "Msh-Request-Id": request[REQUEST_ID], "Msh-Gid": self._gid}
 
     def json_response(self, status: int, body: bytes, request: web.BaseRequest) -> web.Response:
         """A JSON answer with Kimi's headers."""
@@ -211,7 +212,7 @@ class Simulator:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self._rid_counter += 1
-        request["request_id"] = f"{self._rid_prefix}{self._rid_counter:012x}"
+        request[REQUEST_ID] = f"{self._rid_prefix}{self._rid_counter:012x}"
         stats = self.stats
         stats.requests += 1
         try:

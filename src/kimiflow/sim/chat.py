@@ -128,7 +128,7 @@ async def handle_chat(sim: Simulator, request: web.BaseRequest, key: str, fault:
     stats = sim.stats
     stats.in_flight += 1
     try:
-        plans = plan_choices(req, body, sim.config.seed, sim.corpus, forced)
+        plans = plan_choices(req, sim.config.seed, sim.corpus, forced)
         stats.chat_completions += 1
         if req.stream:
             stats.streams += 1

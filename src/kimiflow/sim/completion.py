@@ -24,6 +24,7 @@ from kimiflow.sim.textgen import Corpus, cut_at_stop, default_answer_tokens, req
 from kimiflow.sim.validation import ChatRequest, ToolSpec
 
 _ARG_FRAGMENT_CHARS = 8
+_encode = msgspec.json.Encoder().encode
 _SAMPLE_STRINGS = ("北京", "上海", "Shenzhen", "kimiflow", "月之暗面", "report.pdf", "今天", "Hangzhou")
 
 
@@ -142,9 +143,14 @@ def _tool_call(tool: ToolSpec, index: int, digest: int) -> ToolCallPlan:
     return ToolCallPlan(index, f"{tool.name}:{index}", kind, tool.name, arguments, fragments)
 
 
-def plan_choices(req: ChatRequest, body: bytes, seed: int, corpus: Corpus, forced_tokens: int | None) -> list[ChoicePlan]:
-    """The ``n`` choices for a validated request (same body + seed + forced tokens → same plans)."""
+def plan_choices(req: ChatRequest, seed: int, corpus: Corpus, forced_tokens: int | None) -> list[ChoicePlan]:
+    """The ``n`` choices for a validated request: same conversation + seed → same answer.
+
+    The text depends on the model, messages and tools only, so ``max_tokens`` or ``stop`` cut the
+    very answer the same request would get without them, as a real model's would.
+    """
     tools = _chosen_tools(req)
+    body = _encode([req.model.id, req.messages, [t.name for t in req.tools]])
     plans = []
     for index in range(req.n):
         digest = request_digest(body, seed, f"choice-{index}")
