@@ -15,6 +15,7 @@ import click
 # lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("kimiflow.cli.sim:sim", "Serve the offline Kimi API simulator."),
+    "batch": ("kimiflow.cli.batch:batch", "Run a JSONL file of requests at the account's limits; resumable."),
     "chat": ("kimiflow.cli.chat:chat", "Ask Kimi (streams); no prompt on a terminal = interactive chat."),
     "models": ("kimiflow.cli.account:models", "List the models your key can use."),
     "balance": ("kimiflow.cli.account:balance", "Show the account balance."),

@@ -1,0 +1,110 @@
+"""``kimiflow batch IN.jsonl -o OUT.jsonl``: run a file of requests at the account's limits, resumably."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+
+def _resume_command(ctx: click.Context) -> str:
+    """The same command line again (without ``--retry-failed``); the API key is never included."""
+    args = [str(ctx.params["input_path"])]
+    for name, value in ctx.params.items():
+        if name in ("input_path", "api_key", "retry_failed") or value is None or value is False:
+            continue
+        param = next(p for p in ctx.command.params if p.name == name)
+        if value == param.default:
+            continue
+        flag = "--" + name.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return shlex.join(["kimiflow", "batch", *args])
+
+
+@click.command(name="batch")
+@click.argument("input_path", metavar="IN.jsonl", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Results, one JSON line per finished request (Batch API output form).")
+@click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Failed requests with a reason (default: OUT.errors.jsonl).")
+@click.option("--tier", type=click.IntRange(0, 5), default=None,
+              help="Kimi account tier 0..5: sets concurrency, RPM and TPM (default 0 unless all three are given).")
+@click.option("--concurrency", type=click.IntRange(1), default=None, help="Maximum requests in flight.")
+@click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute (prompt + max_tokens).")
+@click.option("--tpd", type=click.IntRange(1), default=None, help="Tokens per day.")
+@click.option("-m", "--model", default=None, help="Model for lines that name none.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="max_tokens for lines that set none.")
+@click.option("-s", "--system", default=None, help="System prompt for lines that have none.")
+@click.option("--max-attempts", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Attempts per request for transient failures (5xx, resets, timeouts).")
+@click.option("--retry-failed", is_flag=True, help="Re-run the requests that failed last time (only those).")
+@click.option("--skip-invalid", is_flag=True, help="Run the valid lines even if some lines are invalid.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None, help="Per-request timeout in seconds.")
+@click.option("--grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds in-flight requests get to finish after Ctrl-C.")
+@click.option("--base-url", default=None, help="API base URL (default: MOONSHOT_BASE_URL or api.moonshot.cn).")
+@click.option("--api-key", default=None, help="API key (default: MOONSHOT_API_KEY). Prefer the environment.")
+@click.option("--quiet", is_flag=True, help="No progress display, only the final summary.")
+def batch(
+    input_path: Path, output: Path, errors: Path | None, tier: int | None, concurrency: int | None,
+    rpm: int | None, tpm: int | None, tpd: int | None, model: str | None, max_tokens: int | None,
+    system: str | None, max_attempts: int, retry_failed: bool, skip_invalid: bool, timeout: float | None,
+    grace: float, base_url: str | None, api_key: str | None, quiet: bool,
+) -> None:
+    """Run a JSONL file of chat requests at the account's limits; re-run the same command to resume.
+
+    Lines are Batch API requests ({"custom_id", "method", "url", "body"}) or short ones
+    ({"custom_id"?, "messages" | "prompt", params...}). Writes OUT.jsonl, OUT.errors.jsonl,
+    OUT.summary.json and the journal OUT.journal.sqlite.
+
+    \b
+    kimiflow batch tickets.jsonl -o out.jsonl --tier 2 -m moonshot-v1-8k
+    kimiflow batch tickets.jsonl -o out.jsonl --concurrency 50 --rpm 200 --tpm 2000000
+    """
+    from kimiflow.batch.progress import NullProgress, PlainProgress, default_progress
+    from kimiflow.batch.runner import BatchPaths, run_batch
+    from kimiflow.cli.settings import require_api_key, resolve
+    from kimiflow.core.ratelimit import RateLimits
+
+    explicit = (concurrency, rpm, tpm)
+    if tier is None and any(v is not None for v in explicit) and None in explicit:
+        raise click.UsageError("without --tier, give all three of --concurrency, --rpm and --tpm "
+                               "(or add --tier N to take the rest from that tier)")
+    try:
+        if tier is None and None not in explicit:
+            limits = RateLimits(concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)
+            limits_note = f"{concurrency} in flight, {rpm} RPM, {tpm} TPM"
+        else:
+            if tier is None and not quiet:
+                click.echo("batch: no --tier given, so tier 0 limits apply (1 in flight, 3 RPM); "
+                           "pass --tier N for your account's tier", err=True)
+            limits = RateLimits.for_tier(tier or 0, concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)
+            limits_note = f"tier {tier or 0}: {limits.concurrency} in flight, {limits.rpm} RPM, {limits.tpm} TPM"
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    key = api_key or require_api_key()
+    url = base_url or resolve("base_url")
+    progress = NullProgress() if quiet else default_progress(sys.stderr)
+    if isinstance(progress, PlainProgress):
+        progress.interval = 5.0
+    if not quiet:
+        click.echo(f"batch: {input_path} -> {output} ({limits_note})", err=True)
+    resume = _resume_command(click.get_current_context())
+    summary = asyncio.run(run_batch(
+        input_path, output, errors=errors, api_key=key, base_url=url, timeout=timeout, limits=limits,
+        model=model, max_tokens=max_tokens, system=system, max_attempts=max_attempts,
+        retry_failed=retry_failed, skip_invalid=skip_invalid, grace_seconds=grace, progress=progress,
+        handle_signals=True, resume_command=resume,
+    ))
+    click.echo(summary.describe(), err=True)
+    click.echo(f"summary: {BatchPaths.for_output(input_path, output, errors).summary}", err=True)
+    if summary.status == "quota_exceeded":
+        raise click.exceptions.Exit(3)
+    if summary.status == "interrupted":
+        raise click.exceptions.Exit(130)
+    if summary.failed:
+        raise click.exceptions.Exit(2)
