@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from typing_extensions import Unpack
 
 from kimiflow.core import endpoints
+from kimiflow.core.catalog import DEFAULT_MODEL
 from kimiflow.core.config import (
     ClientConfig,
     TimeoutLike,
@@ -43,7 +44,7 @@ from kimiflow.streaming import (
     StreamManager,
     _StreamState,
 )
-from kimiflow.transport.base import Outgoing
+from kimiflow.transport.base import AsyncStreamResponse, Outgoing, SyncStreamResponse
 from kimiflow.types.account import Balance, TokenCount
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
 from kimiflow.types.files import FileDeleted, FileList, FileObject
@@ -224,23 +225,36 @@ class Kimi(_BaseClient):
 
     def _open_stream(self, spec: RequestSpec[ChatCompletionChunk], options: _CallOptions) -> Stream[ChatCompletionChunk]:
         retry = self._retry_state(options)
-        transport = self._get_transport()
         idle = options.timeouts.stream_idle
+        response = self._open_response(spec, options, retry, idle)
+        state = _StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
+                             request_id=request_id_of(response.headers), attempts=retry.attempts)
+
+        def reopen(exc: APIError) -> tuple[SyncStreamResponse, int] | None:
+            delay = retry.next_delay(exc)
+            if delay is None:
+                return None
+            self._sleep(delay)
+            return self._open_response(spec, options, retry, idle), retry.attempts
+
+        return Stream(response, state, reopen)
+
+    def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: _CallOptions, retry: RetryState,
+                       idle: float) -> SyncStreamResponse:
+        """Send a streaming request until a 2xx response's headers arrive (retrying by the usual rules)."""
+        transport = self._get_transport()
         while True:
             retry.start_attempt()
             try:
                 response = transport.open_stream(self._outgoing(spec, options, retry), idle)
-                rid = request_id_of(response.headers)
-                self._log_attempt(spec, retry, response.status, rid)
+                self._log_attempt(spec, retry, response.status, request_id_of(response.headers))
                 if response.status >= 400:
                     try:
                         body = response.read()
                     finally:
                         response.close()
                     raise error_from_response(response.status, body, response.headers, api_key=self._config.api_key)
-                state = _StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
-                                     request_id=rid, attempts=retry.attempts)
-                return Stream(response, state)
+                return response
             except APIError as exc:
                 delay = retry.next_delay(exc)
                 if delay is None:
@@ -252,7 +266,7 @@ class Kimi(_BaseClient):
 
         >>> Kimi().ask("你好", system="你是一位語言藝術大師")
         """
-        resp = self.chat.completions.create(model=model or "moonshot-v1-8k",
+        resp = self.chat.completions.create(model=model or DEFAULT_MODEL,
                                             messages=endpoints.ask_messages(prompt, system),  # type: ignore[arg-type]
                                             **params)
         return resp.choices[0].message.content or "" if resp.choices else ""
@@ -459,23 +473,35 @@ class AsyncKimi(_BaseClient):
     async def _open_stream(self, spec: RequestSpec[ChatCompletionChunk],
                            options: _CallOptions) -> AsyncStream[ChatCompletionChunk]:
         retry = self._retry_state(options)
-        transport = self._get_transport()
         idle = options.timeouts.stream_idle
+        response = await self._open_response(spec, options, retry, idle)
+        state = _StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
+                             request_id=request_id_of(response.headers), attempts=retry.attempts)
+
+        async def reopen(exc: APIError) -> tuple[AsyncStreamResponse, int] | None:
+            delay = retry.next_delay(exc)
+            if delay is None:
+                return None
+            await self._sleep(delay)
+            return await self._open_response(spec, options, retry, idle), retry.attempts
+
+        return AsyncStream(response, state, reopen)
+
+    async def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: _CallOptions,
+                             retry: RetryState, idle: float) -> AsyncStreamResponse:
+        transport = self._get_transport()
         while True:
             retry.start_attempt()
             try:
                 response = await transport.open_stream(self._outgoing(spec, options, retry), idle)
-                rid = request_id_of(response.headers)
-                self._log_attempt(spec, retry, response.status, rid)
+                self._log_attempt(spec, retry, response.status, request_id_of(response.headers))
                 if response.status >= 400:
                     try:
                         body = await response.read()
                     finally:
                         response.close()
                     raise error_from_response(response.status, body, response.headers, api_key=self._config.api_key)
-                state = _StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
-                                     request_id=rid, attempts=retry.attempts)
-                return AsyncStream(response, state)
+                return response
             except APIError as exc:
                 delay = retry.next_delay(exc)
                 if delay is None:
@@ -484,7 +510,7 @@ class AsyncKimi(_BaseClient):
 
     async def ask(self, prompt: str, system: str | None = None, model: str | None = None, **params: Any) -> str:
         """One question, one answer: ``await AsyncKimi().ask("你好")``."""
-        resp = await self.chat.completions.create(model=model or "moonshot-v1-8k",
+        resp = await self.chat.completions.create(model=model or DEFAULT_MODEL,
                                                   messages=endpoints.ask_messages(prompt, system),  # type: ignore[arg-type]
                                                   **params)
         return resp.choices[0].message.content or "" if resp.choices else ""

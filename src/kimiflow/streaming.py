@@ -27,6 +27,7 @@ from kimiflow.core.errors import (
     StreamError,
     StreamIdleTimeoutError,
 )
+from kimiflow.core.requests import request_id_of
 from kimiflow.core.sse import ServerSentEvent, SSEDecoder
 from kimiflow.transport.base import AsyncStreamResponse, SyncStreamResponse
 from kimiflow.types._base import decode
@@ -111,6 +112,28 @@ class _StreamState:
     def partial(self) -> ChatCompletion | None:
         return self.accumulator.completion() if self.yielded else None
 
+    def retryable_before_data(self, exc: APIError) -> APIError | None:
+        """The error to base a retry decision on, if the caller has seen nothing yet; else ``None``.
+
+        Once a chunk has been yielded the caller may have acted on it, so a retry would duplicate
+        output: then the failure is raised instead.
+        """
+        if self.yielded:
+            return None
+        if isinstance(exc, IncompleteStreamError):
+            return APIConnectionError("the stream ended before any data arrived", request_id=self.request_id)
+        if isinstance(exc, APIConnectionError):
+            return exc
+        return None
+
+    def restart(self, request_id: str | None, attempts: int) -> None:
+        """Start over on a fresh response (nothing was yielded from the previous one)."""
+        self.decoder = SSEDecoder()
+        self.accumulator = ChatCompletionAccumulator()
+        self.last_progress = self.clock()
+        self.request_id = request_id
+        self.attempts = attempts
+
     def incomplete(self, reason: str = "") -> IncompleteStreamError:
         return IncompleteStreamError(
             f"the stream ended without data: [DONE]{reason}; the answer may be cut short (see .partial)",
@@ -139,9 +162,11 @@ class Stream(Generic[T]):
     ...     print(chunk.choices[0].delta.content or "", end="")
     """
 
-    def __init__(self, response: SyncStreamResponse, state: _StreamState) -> None:
+    def __init__(self, response: SyncStreamResponse, state: _StreamState,
+                 reopen: Callable[[APIError], tuple[SyncStreamResponse, int] | None] | None = None) -> None:
         self._response = response
         self._state = state
+        self._reopen = reopen
         self._closed = False
         self._iterator = self._iterate()
 
@@ -156,17 +181,25 @@ class Stream(Generic[T]):
     def _iterate(self) -> Iterator[ChatCompletionChunk]:
         state = self._state
         try:
-            for raw in self._response.iter_raw():
-                events = state.decoder.feed(raw)
-                state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
-                for event in events:
-                    if event.data == _DONE:
-                        state.done = True
-                        return
-                    yield state.parse(event)
-            raise state.incomplete()
-        except APIError as exc:
-            raise state.failed(exc) from None
+            while True:
+                try:
+                    for raw in self._response.iter_raw():
+                        events = state.decoder.feed(raw)
+                        state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
+                        for event in events:
+                            if event.data == _DONE:
+                                state.done = True
+                                return
+                            yield state.parse(event)
+                    raise state.incomplete()
+                except APIError as exc:
+                    basis = state.retryable_before_data(exc)
+                    replacement = self._reopen(basis) if basis is not None and self._reopen else None
+                    if replacement is None:
+                        raise state.failed(exc) from None
+                    self._response.close()
+                    self._response = replacement[0]
+                    state.restart(request_id_of(replacement[0].headers), replacement[1])
         finally:
             self.close()
 
@@ -200,9 +233,12 @@ class AsyncStream(Generic[T]):
     ...     print(chunk.choices[0].delta.content or "", end="")
     """
 
-    def __init__(self, response: AsyncStreamResponse, state: _StreamState) -> None:
+    def __init__(self, response: AsyncStreamResponse, state: _StreamState,
+                 reopen: Callable[[APIError], Awaitable[tuple[AsyncStreamResponse, int] | None]] | None = None,
+                 ) -> None:
         self._response = response
         self._state = state
+        self._reopen = reopen
         self._closed = False
         self._iterator = self._iterate()
 
@@ -217,17 +253,25 @@ class AsyncStream(Generic[T]):
     async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
         state = self._state
         try:
-            async for raw in self._response.iter_raw():
-                events = state.decoder.feed(raw)
-                state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
-                for event in events:
-                    if event.data == _DONE:
-                        state.done = True
-                        return
-                    yield state.parse(event)
-            raise state.incomplete()
-        except APIError as exc:
-            raise state.failed(exc) from None
+            while True:
+                try:
+                    async for raw in self._response.iter_raw():
+                        events = state.decoder.feed(raw)
+                        state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
+                        for event in events:
+                            if event.data == _DONE:
+                                state.done = True
+                                return
+                            yield state.parse(event)
+                    raise state.incomplete()
+                except APIError as exc:
+                    basis = state.retryable_before_data(exc)
+                    replacement = await self._reopen(basis) if basis is not None and self._reopen else None
+                    if replacement is None:
+                        raise state.failed(exc) from None
+                    self._response.close()
+                    self._response = replacement[0]
+                    state.restart(request_id_of(replacement[0].headers), replacement[1])
         finally:
             self.close()
 

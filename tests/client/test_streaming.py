@@ -142,3 +142,17 @@ def test_break_releases_the_connection(sim: Any) -> None:
         while sim.stats.in_flight and time.monotonic() < deadline:
             time.sleep(0.02)
         assert sim.stats.in_flight == 0
+
+
+def test_stream_failing_before_any_chunk_is_retried(twin: Twin) -> None:
+    """Headers arrived but not one chunk: nothing reached the caller, so the usual retry rules apply."""
+    key = f"{twin.kind}-cut0"
+    chunks = twin.stream(opener(f"cut;after=0;times=1;key={key}"), max_retries=2)
+    assert text_of(chunks) and len(twin.sleeps) == 1
+
+
+def test_stream_never_retried_after_a_chunk_was_yielded(twin: Twin) -> None:
+    key = f"{twin.kind}-cut3"
+    with pytest.raises(IncompleteStreamError):
+        twin.stream(opener(f"cut;after=3;times=1;key={key}"), max_retries=2)
+    assert twin.sleeps == []

@@ -14,7 +14,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kimiflow.core.errors import (
     APIConnectionError,
@@ -93,6 +93,10 @@ class RetryPolicy:
     """Each backoff delay is scaled by a random factor in [1 - jitter, 1]."""
 
 
+_SHARED_RNG = random.Random()
+"""Jitter needs no per-call seeding; one generator avoids an os.urandom read per request."""
+
+
 @dataclass
 class RetryState:
     """One call's attempts. ``next_delay`` answers: wait this long and try again, or give up (None)."""
@@ -100,7 +104,7 @@ class RetryState:
     policy: RetryPolicy
     deadline: float | None = None
     clock: Callable[[], float] = time.monotonic
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = _SHARED_RNG
     attempts: int = 0
 
     def start_attempt(self) -> None:
