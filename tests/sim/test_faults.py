@@ -1,0 +1,183 @@
+"""Every injectable fault, per request (header) and per server (seeded rates)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import msgspec
+import pytest
+
+from tests.sim.conftest import Api, RecordingSleep, SimFactory
+
+FAULT = "X-Kimiflow-Sim-Fault"
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "error_type", "message_part"),
+    [
+        ("429", 429, "rate_limit_reached_error", "please try again after 1 seconds"),
+        ("429;retry_after=7", 429, "rate_limit_reached_error", "please try again after 7 seconds"),
+        ("overloaded", 429, "engine_overloaded_error", "The engine is currently overloaded, please try again later"),
+        ("quota", 429, "exceeded_current_quota_error", "You exceeded your current token quota"),
+        ("quota-403", 403, "exceeded_current_quota_error", "is not active, current state: suspended"),
+        ("500", 500, "unexpected_output", "invalid state transition"),
+        ("502", 502, "server_error", "Bad gateway"),
+        ("503", 503, "server_unavailable", "temporarily unavailable"),
+    ],
+)
+async def test_status_faults(api: Api, name: str, status: int, error_type: str, message_part: str) -> None:
+    for stream in (False, True):
+        reply = await api.chat({"stream": stream}, headers={FAULT: name})
+        assert reply.status == status
+        assert reply.error["type"] == error_type
+        assert message_part in reply.error["message"]
+        assert reply.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert reply.headers["Msh-Request-Id"]
+        assert "Retry-After" not in reply.headers
+    assert api.sim.stats.faults[name.split(";")[0]] == 2
+
+
+async def test_429_with_retry_after_header(api: Api) -> None:
+    reply = await api.chat({}, headers={FAULT: "429-retry-after;retry_after=3"})
+    assert reply.status == 429
+    assert reply.headers["Retry-After"] == "3"
+    assert "please try again after 3 seconds" in reply.error["message"]
+
+
+async def test_status_faults_apply_to_other_endpoints(api: Api) -> None:
+    assert (await api.request("GET", "/models", headers={FAULT: "503"})).status == 503
+
+
+async def test_times_and_key_fail_first_n_then_succeed(api: Api) -> None:
+    header = {FAULT: "500;times=2;key=job-1"}
+    statuses = [(await api.chat({}, headers=header)).status for _ in range(4)]
+    assert statuses == [500, 500, 200, 200]
+    other = await api.chat({}, headers={FAULT: "500;times=2;key=job-2"})
+    assert other.status == 500
+
+
+async def test_reset_aborts_before_any_response_byte(api: Api) -> None:
+    with pytest.raises(aiohttp.ClientOSError):
+        await api.chat({}, headers={FAULT: "reset"})
+    assert api.sim.stats.resets == 1
+    assert (await api.chat({})).status == 200
+
+
+async def test_cut_stream_closes_without_done(api: Api) -> None:
+    url = api.sim.base_url + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api.sim.api_key}", FAULT: "cut;after=3"}
+    body = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    received = b""
+    async with api.session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for data in resp.content.iter_any():
+                received += data
+    assert received.count(b"data: ") == 3
+    assert b"[DONE]" not in received
+
+
+async def test_cut_clean_ends_http_response_without_done(api: Api) -> None:
+    reply = await api.chat({"stream": True}, headers={FAULT: "cut;after=2;clean=1"})
+    events = reply.events()
+    assert len(events) == 2
+    assert "[DONE]" not in events
+
+
+async def test_cut_non_stream_closes_mid_body(api: Api) -> None:
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await api.chat({}, headers={FAULT: "cut"})
+
+
+async def test_malformed_stream_chunk(api: Api) -> None:
+    reply = await api.chat({"stream": True}, headers={FAULT: "malformed;after=2"})
+    lines = [line for line in reply.body.split(b"\n") if line.startswith(b"data: ")]
+    msgspec.json.decode(lines[0][6:])
+    msgspec.json.decode(lines[1][6:])
+    with pytest.raises(msgspec.DecodeError):
+        msgspec.json.decode(lines[2][6:])
+    assert lines[-1] == b"data: [DONE]"
+
+
+async def test_malformed_non_stream_body(api: Api) -> None:
+    reply = await api.chat({}, headers={FAULT: "malformed"})
+    assert reply.status == 200
+    with pytest.raises(msgspec.DecodeError):
+        reply.json()
+
+
+async def test_error_event_mid_stream(api: Api) -> None:
+    reply = await api.chat({"stream": True}, headers={FAULT: "error-event;after=4"})
+    events = reply.events()
+    assert len(events) == 5
+    assert events[-1] == {"error": {"message": events[-1]["error"]["message"], "type": "server_error"}}
+    assert "[DONE]" not in events
+
+
+async def test_stall_sends_headers_then_silence_with_keepalives(api: Api) -> None:
+    url = api.sim.base_url + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api.sim.api_key}", FAULT: "stall;after=2;keepalive=0.05"}
+    body = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    received = b""
+    started = time.monotonic()
+    async with api.session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+        while time.monotonic() - started < 0.4:
+            try:
+                received += await asyncio.wait_for(resp.content.readany(), 0.5)
+            except asyncio.TimeoutError:
+                break
+    assert received.count(b"data: ") == 2
+    assert received.count(b": keep-alive\n\n") >= 3
+    for _ in range(100):  # the server notices the disconnect and frees the slot
+        if api.sim.stats.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert api.sim.stats.in_flight == 0
+
+
+async def test_stall_without_keepalive_is_silent(api: Api) -> None:
+    url = api.sim.base_url + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api.sim.api_key}", FAULT: "stall;after=1"}
+    body = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    async with api.session.post(url, json=body, headers=headers) as resp:
+        first = await asyncio.wait_for(resp.content.readany(), 2)
+        assert first.count(b"data: ") == 1
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(resp.content.readany(), 0.2)
+
+
+async def test_trickle_delays_every_chunk(make_api: SimFactory) -> None:
+    sleep = RecordingSleep()
+    api = await make_api(sleep=sleep)
+    reply = await api.chat({"stream": True}, headers={FAULT: "trickle;interval=0.2", "X-Kimiflow-Sim-Tokens": "10"})
+    assert reply.events()[-1] == "[DONE]"
+    assert sleep.calls == [0.2] * 11  # between role, 10 tokens and the final chunk
+
+
+async def test_keepalive_comments_between_chunks(api: Api) -> None:
+    reply = await api.chat({"stream": True}, headers={FAULT: "keepalive", "X-Kimiflow-Sim-Tokens": "5"})
+    assert reply.body.count(b": keep-alive\n\n") == 6
+    assert len(reply.events()) == 1 + 5 + 1 + 1
+
+
+async def test_unknown_fault_name_is_a_clear_400(api: Api) -> None:
+    reply = await api.chat({}, headers={FAULT: "explode"})
+    assert reply.status == 400
+    assert "unknown fault 'explode'" in reply.error["message"]
+    bad_param = await api.chat({}, headers={FAULT: "500;times=x"})
+    assert bad_param.status == 400
+    assert "times=x" in bad_param.error["message"]
+
+
+async def test_server_fault_rates_are_seeded(make_api: SimFactory) -> None:
+    async def statuses(seed: int) -> list[int]:
+        api = await make_api(seed=seed, fault_rates={"500": 0.3, "503": 0.2})
+        return [(await api.chat({})).status for _ in range(40)]
+
+    first, again = await statuses(3), await statuses(3)
+    assert first == again
+    assert {500, 503, 200} == set(first)
+    assert 8 <= first.count(500) <= 20
