@@ -7,7 +7,6 @@ classified by ``core.requests``; retry decisions come from ``core.retry``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -424,7 +423,11 @@ class AsyncKimi(_BaseClient):
                           retry_policy, clock)
         self._http_client = http_client
         self._transport: AsyncTransport | None = None
-        self._sleep = sleep or asyncio.sleep
+        if sleep is None:
+            import asyncio  # here, not at module level: ``import kimiflow`` stays light
+
+            sleep = asyncio.sleep
+        self._sleep = sleep
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
         self.files = AsyncFiles(self)

@@ -9,7 +9,6 @@ Delays honour ``retry-after-ms`` / ``Retry-After`` and, because Kimi sends no su
 
 from __future__ import annotations
 
-import email.utils
 import random
 import re
 import time
@@ -52,6 +51,8 @@ def retry_after_from(message: str | None, headers: Mapping[str, str] | None) -> 
             try:
                 return max(float(value), 0.0)
             except ValueError:
+                import email.utils  # rare path: an HTTP-date Retry-After
+
                 try:
                     parsed = email.utils.parsedate_to_datetime(value)
                 except (TypeError, ValueError):
