@@ -1,0 +1,85 @@
+"""``kimiflow demo`` end to end in a subprocess, and the seed's three example programs against the simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kimiflow import Kimi
+
+KIMIFLOW = str(Path(sys.executable).with_name("kimiflow"))
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_demo_finishes_within_a_minute_and_shows_the_speedup(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONSHOT_")}
+    env["KIMIFLOW_HOME"] = str(tmp_path)
+    started = time.monotonic()
+    result = subprocess.run([KIMIFLOW, "demo"], capture_output=True, text=True, env=env, timeout=90)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 60
+    out = result.stdout
+    for heading in ("1. A synchronous call", "2. The same 10 questions", "3. Streaming (SSE)"):
+        assert heading in out
+    sequential = float(re.search(r"sequential: ([\d.]+) s", out).group(1))
+    concurrent = float(re.search(r"concurrent: ([\d.]+) s", out).group(1))
+    speedup = float(re.search(r"speed-up: ([\d.]+)x", out).group(1))
+    assert speedup == pytest.approx(sequential / concurrent, abs=0.06)
+    assert speedup > 3  # ten requests at realistic latency overlap
+    assert re.search(r"first text after ([\d.]+) s, complete after ([\d.]+) s", out)
+    assert "export MOONSHOT_API_KEY=sk-..." in out  # ends by showing how to use the real API
+    assert "sk-sim" not in out
+
+
+@pytest.fixture
+def example_env(sim) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MOONSHOT_BASE_URL=sim.base_url, MOONSHOT_API_KEY=sim.api_key)
+    return env
+
+
+def _run_example(name: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_sync_example_prints_the_answer(sim, example_env) -> None:
+    with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+        expected = client.chat.completions.create(
+            model="moonshot-v1-8k",
+            messages=[{"role": "system", "content": "你是一位語言藝術大師"}, {"role": "user", "content": "你好"}],
+            temperature=0.5, max_tokens=1024,
+        ).choices[0].message.content
+    assert _run_example("sync_chat.py", ["你好"], example_env).stdout == f"Kimi:{expected}\n"
+
+
+def test_async_example_answers_every_question(example_env) -> None:
+    out = _run_example("async_chat.py", ["你好", "講個冷笑話吧", "SSE是什么"], example_env).stdout
+    assert out.count("user:") == 3 and out.count("Kimi:") == 3
+    assert "user:講個冷笑話吧\nKimi:" in out
+    assert all(line != "Kimi:" for line in out.splitlines())  # every answer has text
+
+
+def test_sse_example_streams_and_reports_usage(sim, example_env) -> None:
+    before = sim.stats.streams
+    result = _run_example("sse_stream.py", ["講個冷笑話吧"], example_env)
+    assert sim.stats.streams == before + 1
+    assert result.stdout.strip()
+    assert re.fullmatch(r"\[\d+ tokens\]\n", result.stderr)
+
+
+def test_examples_fail_clearly_without_a_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOONSHOT_")}
+    result = subprocess.run([sys.executable, str(EXAMPLES / "sync_chat.py"), "你好"], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert "ConfigError" in result.stderr and "MOONSHOT_API_KEY" in result.stderr
