@@ -23,7 +23,7 @@ from kimiflow.core.catalog import MODELS
 from kimiflow.core.tiers import tier_limits
 from kimiflow.core.tokens import estimate_message_tokens
 from kimiflow.sim import errors
-from kimiflow.sim.chat import handle_chat, stall_until_disconnect
+from kimiflow.sim.chat import handle_chat, read_body, stall_until_disconnect
 from kimiflow.sim.config import SimConfig
 from kimiflow.sim.errors import SimError
 from kimiflow.sim.faults import FAULT_HEADER, Fault, FaultPicker
@@ -293,7 +293,7 @@ class Simulator:
         return self.json_response(200, self._models, request)
 
     async def _estimate_tokens(self, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
-        data = decode_json_object(await request.read())
+        data = decode_json_object(await read_body(request))
         resolve_model(data)
         messages = validate_messages(data)
         return await self._json_or_fault(request, {"data": {"total_tokens": estimate_message_tokens(messages)}}, fault)

@@ -34,6 +34,25 @@ _MALFORMED = b'data: {"id":"chatcmpl-malformed","choices":[{"index":0,"delta":{"
 _encode = msgspec.json.Encoder().encode
 
 
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+async def read_body(request: web.BaseRequest) -> bytes:
+    """The request body, up to 64 MB (aiohttp's own 1 MB cap is too small for 256k-token prompts)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise errors.SimError(413, "invalid_request_error", "Invalid request: the request body exceeds 64 MB")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise errors.SimError(413, "invalid_request_error", "Invalid request: the request body exceeds 64 MB")
+        chunks.append(chunk)
+
+
 def _forced_tokens(request: web.BaseRequest) -> int | None:
     value = request.headers.get(TOKENS_HEADER)
     if value is None:
@@ -118,8 +137,7 @@ async def stall_until_disconnect(request: web.BaseRequest, resp: web.StreamRespo
 
 async def handle_chat(sim: Simulator, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
     """Answer one chat-completion request (raises ``SimError`` for error answers)."""
-    body = await request.read()
-    req = validate_chat_request(decode_json_object(body))
+    req = validate_chat_request(decode_json_object(await read_body(request)))
     forced = _forced_tokens(request)
     if sim.balance <= 0:
         raise errors.quota_exceeded(sim.balance)
