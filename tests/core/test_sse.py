@@ -141,6 +141,31 @@ def test_one_byte_pieces_decode_like_the_whole_stream(case: tuple[bytes, list[Se
     assert byte_by_byte(stream) == expected
 
 
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(event_streams())
+def test_pieces_cut_at_event_boundaries_decode_like_the_whole_stream(
+    case: tuple[bytes, list[ServerSentEvent]],
+) -> None:
+    """Each piece ends after a blank line: the shape a server flushing per event produces."""
+    stream, expected = case
+    pieces = [piece + b"\n\n" for piece in stream.split(b"\n\n")]
+    pieces[-1] = pieces[-1][:-2]
+    assert decode_all(*pieces) == expected
+
+
+def test_one_event_per_feed_keeps_state_from_earlier_feeds() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"event: delta\nid: 9\nretry: 10\n") == []
+    assert decoder.feed(b"data: a\n\n") == [ServerSentEvent("a", "delta", "9", 10)]
+    assert decoder.feed(b"data: b\n\n") == [ServerSentEvent("b", "message", "9", 10)]
+    assert decoder.feed(b"data: c\n") == []
+    assert decoder.feed(b"data: d\n\n") == [ServerSentEvent("c\nd", "message", "9", 10)]
+    assert decoder.feed(b"data: e") == []
+    assert decoder.feed(b"data: f\n\n") == [ServerSentEvent("edata: f", "message", "9", 10)]
+    assert decoder.feed(b"data: \xe4\xbd\xa0\n\n") == [ServerSentEvent("你", "message", "9", 10)]
+    assert not decoder.last_activity_was_comment
+
+
 def test_every_two_way_split_of_a_mixed_stream() -> None:
     """Cut at every byte: inside CRLF, inside multi-byte characters, inside the BOM."""
     stream = BOM + "data: 你好🙂\r\n: ping\revent: delta\nid: 7\r\ndata: x\u2028y\r\n\r\ndata: [DONE]\n\n".encode()
