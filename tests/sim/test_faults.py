@@ -181,3 +181,10 @@ async def test_server_fault_rates_are_seeded(make_api: SimFactory) -> None:
     assert first == again
     assert {500, 503, 200} == set(first)
     assert 8 <= first.count(500) <= 20
+
+
+async def test_injected_429_quotes_the_tier_rpm(make_api: SimFactory) -> None:
+    api = await make_api(tier=2)
+    reply = await api.chat({}, headers={FAULT: "429;retry_after=4"})
+    assert "request reached organization max RPM: 500, please try again after 4 seconds" in reply.error["message"]
+    assert api.sim.limiter.in_flight(api.sim.api_key) == 0

@@ -37,15 +37,16 @@ JSON_TYPE = "application/json; charset=utf-8"
 STATS_PATH = "/_sim/stats"
 REQUEST_ID = web.RequestKey("request_id", str)
 _encode = msgspec.json.Encoder().encode
-_STATUS_FAULTS: dict[str, Callable[[str, Fault], SimError]] = {
-    "429": lambda key, f: errors.rpm_reached(key, 3, f.retry_after),
-    "429-retry-after": lambda key, f: errors.rpm_reached(key, 3, f.retry_after, retry_after_header=True),
-    "overloaded": lambda key, f: errors.engine_overloaded(),
-    "quota": lambda key, f: errors.quota_exceeded(0.0),
-    "quota-403": lambda key, f: errors.account_inactive(key),
-    "500": lambda key, f: SimError(500, "unexpected_output", "invalid state transition"),
-    "502": lambda key, f: SimError(502, "server_error", "Bad gateway: the upstream engine did not answer"),
-    "503": lambda key, f: SimError(503, "server_unavailable", "The service is temporarily unavailable"),
+# Injected status faults: (key, fault, the RPM to quote) -> the error Kimi would send.
+_STATUS_FAULTS: dict[str, Callable[[str, Fault, int], SimError]] = {
+    "429": lambda key, f, rpm: errors.rpm_reached(key, rpm, f.retry_after),
+    "429-retry-after": lambda key, f, rpm: errors.rpm_reached(key, rpm, f.retry_after, retry_after_header=True),
+    "overloaded": lambda key, f, rpm: errors.engine_overloaded(),
+    "quota": lambda key, f, rpm: errors.quota_exceeded(0.0),
+    "quota-403": lambda key, f, rpm: errors.account_inactive(key),
+    "500": lambda key, f, rpm: SimError(500, "unexpected_output", "invalid state transition"),
+    "502": lambda key, f, rpm: SimError(502, "server_error", "Bad gateway: the upstream engine did not answer"),
+    "503": lambda key, f, rpm: SimError(503, "server_unavailable", "The service is temporarily unavailable"),
 }
 
 Handler = Callable[[web.BaseRequest, str, "Fault | None"], Awaitable[web.StreamResponse]]
@@ -252,7 +253,8 @@ class Simulator:
                 return self._reset(request)
             status_fault = _STATUS_FAULTS.get(fault.name)
             if status_fault is not None:
-                raise status_fault(key, fault)
+                limits = self.limiter.limits
+                raise status_fault(key, fault, limits.rpm if limits is not None else tier_limits(5).rpm)
         if handler is not None:
             return await handler(request, key, fault)
         assert file_id is not None
