@@ -188,3 +188,19 @@ async def test_injected_429_quotes_the_tier_rpm(make_api: SimFactory) -> None:
     reply = await api.chat({}, headers={FAULT: "429;retry_after=4"})
     assert "request reached organization max RPM: 500, please try again after 4 seconds" in reply.error["message"]
     assert api.sim.limiter.in_flight(api.sim.api_key) == 0
+
+
+async def test_stall_non_stream_sends_headers_then_nothing(api: Api) -> None:
+    url = api.sim.base_url + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api.sim.api_key}", FAULT: "stall"}
+    body = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}]}
+    async with api.session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["Msh-Request-Id"]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(resp.content.readany(), 0.2)
+
+
+async def test_cut_applies_to_other_json_endpoints(api: Api) -> None:
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await api.request("GET", "/models", headers={FAULT: "cut"})
