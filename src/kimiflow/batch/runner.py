@@ -212,6 +212,9 @@ async def run_batch(
             journal, status=run.stop_status, paths=paths.as_strings(), run=run.stats,
             limits={k: v for k, v in asdict(limiter.limits).items()}, message=run.stop_message,
         )
+        if summary.status == COMPLETED and summary.pending:
+            summary.status = INTERRUPTED
+            summary.message = summary.message or "stopped before every request was done"
         if summary.pending and resume_command:
             summary.resume_command = resume_command
             summary.message = (summary.message + "\n" if summary.message else "") + f"resume with: {resume_command}"
@@ -305,19 +308,14 @@ async def _produce(
     run: _Run, queue: asyncio.Queue[BatchRequest | None], paths: BatchPaths, defaults: InputDefaults,
     bad_lines: set[int], workers_n: int,
 ) -> None:
-    try:
-        for batch in _pending_requests(run, paths, defaults, bad_lines):
-            for request in batch:
-                if run.stop.is_set():
-                    return
-                await queue.put(request)
-            await asyncio.sleep(0)  # reading the file is synchronous: let the workers run
-    finally:
-        # One end marker per worker; put_nowait may fail only when stopping, and stopping workers
-        # check the stop flag, so they never wait for a marker that cannot come.
-        for _ in range(workers_n):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+    for batch in _pending_requests(run, paths, defaults, bad_lines):
+        for request in batch:
+            if run.stop.is_set():
+                return  # workers watch the stop event, they need no end markers
+            await queue.put(request)
+        await asyncio.sleep(0)  # reading the file is synchronous: let the workers run
+    for _ in range(workers_n):
+        await queue.put(None)  # one end marker per worker
 
 
 async def _worker(run: _Run, queue: asyncio.Queue[BatchRequest | None]) -> None:
