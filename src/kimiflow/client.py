@@ -8,12 +8,9 @@ classified by ``core.requests``; retry decisions come from ``core.retry``.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
-
-from typing_extensions import Unpack
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kimiflow.core import endpoints
 from kimiflow.core.catalog import DEFAULT_MODEL
@@ -26,6 +23,7 @@ from kimiflow.core.config import (
     resolve_config,
 )
 from kimiflow.core.errors import APIError
+from kimiflow.core.options import CallOptions
 from kimiflow.core.requests import (
     RequestSpec,
     decode_success,
@@ -34,21 +32,24 @@ from kimiflow.core.requests import (
     request_id_of,
 )
 from kimiflow.core.retry import RetryPolicy, RetryState
+from kimiflow.resources import (
+    AsyncChat,
+    AsyncFiles,
+    AsyncModels,
+    AsyncTokens,
+    Chat,
+    Files,
+    Models,
+    Tokens,
+)
 from kimiflow.streaming import (
-    AsyncChatCompletionStream,
     AsyncStream,
-    AsyncStreamManager,
-    ChatCompletionStream,
     Stream,
-    StreamManager,
-    _StreamState,
+    StreamState,
 )
 from kimiflow.transport.base import AsyncStreamResponse, Outgoing, SyncStreamResponse
-from kimiflow.types.account import Balance, TokenCount
-from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
-from kimiflow.types.files import FileDeleted, FileList, FileObject
-from kimiflow.types.models import ModelList
-from kimiflow.types.params import ChatCompletionOptions, MessageParam
+from kimiflow.types.account import Balance
+from kimiflow.types.chat import ChatCompletionChunk
 
 if TYPE_CHECKING:
     from kimiflow.transport.aio import AsyncTransport
@@ -56,17 +57,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kimiflow")
 T = TypeVar("T")
-FilePath = str | os.PathLike[str] | bytes
-
-
-class _CallOptions:
-    """Per-call overrides: ``timeout``, ``max_retries``, ``extra_headers``, ``extra_body``."""
-
-    __slots__ = ("max_retries", "timeouts")
-
-    def __init__(self, config: ClientConfig, timeout: TimeoutLike, max_retries: int | None) -> None:
-        self.timeouts = coerce_timeouts(timeout, config.timeouts) if timeout is not None else config.timeouts
-        self.max_retries = config.max_retries if max_retries is None else max_retries
 
 
 class _BaseClient:
@@ -112,7 +102,7 @@ class _BaseClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self._config.base_url!r}, api_key={mask_key(self._config.api_key)!r})"
 
-    def _retry_state(self, options: _CallOptions) -> RetryState:
+    def _retry_state(self, options: CallOptions) -> RetryState:
         policy = self._retry_policy
         if options.max_retries != policy.max_retries:
             policy = RetryPolicy(options.max_retries, policy.initial_delay, policy.max_delay, policy.jitter)
@@ -120,7 +110,7 @@ class _BaseClient:
         deadline = None if total is None else self._clock() + total
         return RetryState(policy, deadline=deadline, clock=self._clock)
 
-    def _outgoing(self, spec: RequestSpec[Any], options: _CallOptions, retry: RetryState) -> Outgoing:
+    def _outgoing(self, spec: RequestSpec[Any], options: CallOptions, retry: RetryState) -> Outgoing:
         headers = self._stream_headers if spec.stream else self._headers
         if spec.extra_headers:
             headers = {**headers, **spec.extra_headers}
@@ -138,10 +128,6 @@ class _BaseClient:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("kimiflow: %s %s attempt %d -> %s (request id %s)", spec.method, spec.path,
                          retry.attempts, status, rid)
-
-
-def _chat_params(model: str, messages: Sequence[MessageParam], params: Mapping[str, Any]) -> dict[str, Any]:
-    return {"model": model, "messages": list(messages), **params}
 
 
 # ---------------------------------------------------------------------------------------------- sync
@@ -204,7 +190,7 @@ class Kimi(_BaseClient):
         clone.chat, clone.models, clone.files, clone.tokens = Chat(clone), Models(clone), Files(clone), Tokens(clone)
         return clone
 
-    def _call(self, spec: RequestSpec[T], options: _CallOptions) -> T:
+    def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
         retry = self._retry_state(options)
         transport = self._get_transport()
         while True:
@@ -222,11 +208,11 @@ class Kimi(_BaseClient):
                     raise retry.tag(exc) from None
                 self._sleep(delay)
 
-    def _open_stream(self, spec: RequestSpec[ChatCompletionChunk], options: _CallOptions) -> Stream[ChatCompletionChunk]:
+    def _open_stream(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions) -> Stream[ChatCompletionChunk]:
         retry = self._retry_state(options)
         idle = options.timeouts.stream_idle
         response = self._open_response(spec, options, retry, idle)
-        state = _StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
+        state = StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
                              request_id=request_id_of(response.headers), attempts=retry.attempts)
 
         def reopen(exc: APIError) -> tuple[SyncStreamResponse, int] | None:
@@ -238,7 +224,7 @@ class Kimi(_BaseClient):
 
         return Stream(response, state, reopen)
 
-    def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: _CallOptions, retry: RetryState,
+    def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions, retry: RetryState,
                        idle: float) -> SyncStreamResponse:
         """Send a streaming request until a 2xx response's headers arrive (retrying by the usual rules)."""
         transport = self._get_transport()
@@ -272,7 +258,7 @@ class Kimi(_BaseClient):
 
     def balance(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> Balance:
         """The account balance (``GET /users/me/balance``)."""
-        return self._call(endpoints.balance(), _CallOptions(self._config, timeout, max_retries))
+        return self._call(endpoints.balance(), CallOptions(self._config, timeout, max_retries))
 
     def close(self) -> None:
         """Close the connection pool (a ``with`` block does this for you)."""
@@ -284,115 +270,6 @@ class Kimi(_BaseClient):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class Completions:
-    """``client.chat.completions``: ``create()`` and the ``stream()`` helper."""
-
-    def __init__(self, client: Kimi) -> None:
-        self._client = client
-
-    @overload
-    def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[False] = False,
-               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-               timeout: TimeoutLike = None, max_retries: int | None = None,
-               **params: Unpack[ChatCompletionOptions]) -> ChatCompletion: ...
-
-    @overload
-    def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[True],
-               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-               timeout: TimeoutLike = None, max_retries: int | None = None,
-               **params: Unpack[ChatCompletionOptions]) -> Stream[ChatCompletionChunk]: ...
-
-    def create(self, *, model: str, messages: Sequence[MessageParam], stream: bool = False,
-               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-               timeout: TimeoutLike = None, max_retries: int | None = None,
-               **params: Unpack[ChatCompletionOptions]) -> ChatCompletion | Stream[ChatCompletionChunk]:
-        """Create a chat completion; ``stream=True`` returns a ``Stream`` of chunks.
-
-        >>> resp = client.chat.completions.create(model="moonshot-v1-8k", messages=msgs, temperature=0.3)
-        >>> resp.choices[0].message.content
-        """
-        body = _chat_params(model, messages, params)
-        options = _CallOptions(self._client._config, timeout, max_retries)
-        if stream:
-            spec_s = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
-            return self._client._open_stream(spec_s, options)
-        spec = endpoints.chat_completion(body, extra_body=extra_body, extra_headers=extra_headers)
-        return self._client._call(spec, options)
-
-    def stream(self, *, model: str, messages: Sequence[MessageParam],
-               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-               timeout: TimeoutLike = None, max_retries: int | None = None,
-               **params: Unpack[ChatCompletionOptions]) -> StreamManager[ChatCompletionStream]:
-        """Stream with helpers: ``text_stream``, ``reasoning_stream``, ``get_final_completion()``.
-
-        >>> with client.chat.completions.stream(model="moonshot-v1-8k", messages=msgs) as s:
-        ...     for text in s.text_stream: print(text, end="")
-        ...     final = s.get_final_completion()
-        """
-        body = _chat_params(model, messages, params)
-        options = _CallOptions(self._client._config, timeout, max_retries)
-        spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
-        return StreamManager(lambda: ChatCompletionStream(self._client._open_stream(spec, options)),
-                             ChatCompletionStream.close)
-
-
-class Chat:
-    def __init__(self, client: Kimi) -> None:
-        self.completions = Completions(client)
-
-
-class Models:
-    """``client.models``."""
-
-    def __init__(self, client: Kimi) -> None:
-        self._client = client
-
-    def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> ModelList:
-        """The models this key can use: ``[m.id for m in client.models.list().data]``."""
-        return self._client._call(endpoints.list_models(), _CallOptions(self._client._config, timeout, max_retries))
-
-
-class Tokens:
-    """``client.tokens``."""
-
-    def __init__(self, client: Kimi) -> None:
-        self._client = client
-
-    def count(self, *, model: str, messages: Sequence[MessageParam], timeout: TimeoutLike = None,
-              max_retries: int | None = None) -> TokenCount:
-        """Kimi's own token count for a request: ``client.tokens.count(model=..., messages=...).total_tokens``."""
-        return self._client._call(endpoints.count_tokens(model, messages),
-                                  _CallOptions(self._client._config, timeout, max_retries))
-
-
-class Files:
-    """``client.files``: upload documents, list them, read extracted text, delete them."""
-
-    def __init__(self, client: Kimi) -> None:
-        self._client = client
-
-    def _options(self, timeout: TimeoutLike, max_retries: int | None) -> _CallOptions:
-        return _CallOptions(self._client._config, timeout, max_retries)
-
-    def upload(self, file: FilePath, *, purpose: str = "file-extract", filename: str | None = None,
-               timeout: TimeoutLike = None, max_retries: int | None = None) -> FileObject:
-        """Upload a file: ``client.files.upload("report.pdf", purpose="file-extract")``."""
-        return self._client._call(endpoints.upload_file(file, purpose, filename), self._options(timeout, max_retries))
-
-    def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileList:
-        return self._client._call(endpoints.list_files(), self._options(timeout, max_retries))
-
-    def retrieve(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileObject:
-        return self._client._call(endpoints.retrieve_file(file_id), self._options(timeout, max_retries))
-
-    def content(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> str:
-        """The extracted text of a ``file-extract`` upload, ready to put into a system message."""
-        return self._client._call(endpoints.file_content(file_id), self._options(timeout, max_retries))
-
-    def delete(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileDeleted:
-        return self._client._call(endpoints.delete_file(file_id), self._options(timeout, max_retries))
 
 
 # --------------------------------------------------------------------------------------------- async
@@ -455,7 +332,7 @@ class AsyncKimi(_BaseClient):
         clone.files, clone.tokens = AsyncFiles(clone), AsyncTokens(clone)
         return clone
 
-    async def _call(self, spec: RequestSpec[T], options: _CallOptions) -> T:
+    async def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
         retry = self._retry_state(options)
         transport = self._get_transport()
         while True:
@@ -474,11 +351,11 @@ class AsyncKimi(_BaseClient):
                 await self._sleep(delay)
 
     async def _open_stream(self, spec: RequestSpec[ChatCompletionChunk],
-                           options: _CallOptions) -> AsyncStream[ChatCompletionChunk]:
+                           options: CallOptions) -> AsyncStream[ChatCompletionChunk]:
         retry = self._retry_state(options)
         idle = options.timeouts.stream_idle
         response = await self._open_response(spec, options, retry, idle)
-        state = _StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
+        state = StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
                              request_id=request_id_of(response.headers), attempts=retry.attempts)
 
         async def reopen(exc: APIError) -> tuple[AsyncStreamResponse, int] | None:
@@ -490,7 +367,7 @@ class AsyncKimi(_BaseClient):
 
         return AsyncStream(response, state, reopen)
 
-    async def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: _CallOptions,
+    async def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions,
                              retry: RetryState, idle: float) -> AsyncStreamResponse:
         transport = self._get_transport()
         while True:
@@ -520,7 +397,7 @@ class AsyncKimi(_BaseClient):
 
     async def balance(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> Balance:
         """The account balance (``GET /users/me/balance``)."""
-        return await self._call(endpoints.balance(), _CallOptions(self._config, timeout, max_retries))
+        return await self._call(endpoints.balance(), CallOptions(self._config, timeout, max_retries))
 
     async def close(self) -> None:
         """Close the connection pool (an ``async with`` block does this for you)."""
@@ -532,100 +409,3 @@ class AsyncKimi(_BaseClient):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-class AsyncCompletions:
-    """``aclient.chat.completions``."""
-
-    def __init__(self, client: AsyncKimi) -> None:
-        self._client = client
-
-    @overload
-    async def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[False] = False,
-                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-                     timeout: TimeoutLike = None, max_retries: int | None = None,
-                     **params: Unpack[ChatCompletionOptions]) -> ChatCompletion: ...
-
-    @overload
-    async def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[True],
-                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-                     timeout: TimeoutLike = None, max_retries: int | None = None,
-                     **params: Unpack[ChatCompletionOptions]) -> AsyncStream[ChatCompletionChunk]: ...
-
-    async def create(self, *, model: str, messages: Sequence[MessageParam], stream: bool = False,
-                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-                     timeout: TimeoutLike = None, max_retries: int | None = None,
-                     **params: Unpack[ChatCompletionOptions]) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
-        """Create a chat completion; ``stream=True`` returns an ``AsyncStream`` of chunks."""
-        body = _chat_params(model, messages, params)
-        options = _CallOptions(self._client._config, timeout, max_retries)
-        if stream:
-            spec_s = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
-            return await self._client._open_stream(spec_s, options)
-        spec = endpoints.chat_completion(body, extra_body=extra_body, extra_headers=extra_headers)
-        return await self._client._call(spec, options)
-
-    def stream(self, *, model: str, messages: Sequence[MessageParam],
-               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
-               timeout: TimeoutLike = None, max_retries: int | None = None,
-               **params: Unpack[ChatCompletionOptions]) -> AsyncStreamManager[AsyncChatCompletionStream]:
-        """``async with aclient.chat.completions.stream(...) as s: async for text in s.text_stream: ...``"""
-        body = _chat_params(model, messages, params)
-        options = _CallOptions(self._client._config, timeout, max_retries)
-        spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
-
-        async def opener() -> AsyncChatCompletionStream:
-            return AsyncChatCompletionStream(await self._client._open_stream(spec, options))
-
-        return AsyncStreamManager(opener, AsyncChatCompletionStream.close)
-
-
-class AsyncChat:
-    def __init__(self, client: AsyncKimi) -> None:
-        self.completions = AsyncCompletions(client)
-
-
-class AsyncModels:
-    def __init__(self, client: AsyncKimi) -> None:
-        self._client = client
-
-    async def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> ModelList:
-        return await self._client._call(endpoints.list_models(),
-                                        _CallOptions(self._client._config, timeout, max_retries))
-
-
-class AsyncTokens:
-    def __init__(self, client: AsyncKimi) -> None:
-        self._client = client
-
-    async def count(self, *, model: str, messages: Sequence[MessageParam], timeout: TimeoutLike = None,
-                    max_retries: int | None = None) -> TokenCount:
-        return await self._client._call(endpoints.count_tokens(model, messages),
-                                        _CallOptions(self._client._config, timeout, max_retries))
-
-
-class AsyncFiles:
-    def __init__(self, client: AsyncKimi) -> None:
-        self._client = client
-
-    def _options(self, timeout: TimeoutLike, max_retries: int | None) -> _CallOptions:
-        return _CallOptions(self._client._config, timeout, max_retries)
-
-    async def upload(self, file: FilePath, *, purpose: str = "file-extract", filename: str | None = None,
-                     timeout: TimeoutLike = None, max_retries: int | None = None) -> FileObject:
-        return await self._client._call(endpoints.upload_file(file, purpose, filename),
-                                        self._options(timeout, max_retries))
-
-    async def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileList:
-        return await self._client._call(endpoints.list_files(), self._options(timeout, max_retries))
-
-    async def retrieve(self, file_id: str, *, timeout: TimeoutLike = None,
-                       max_retries: int | None = None) -> FileObject:
-        return await self._client._call(endpoints.retrieve_file(file_id), self._options(timeout, max_retries))
-
-    async def content(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> str:
-        return await self._client._call(endpoints.file_content(file_id), self._options(timeout, max_retries))
-
-    async def delete(self, file_id: str, *, timeout: TimeoutLike = None,
-                     max_retries: int | None = None) -> FileDeleted:
-        return await self._client._call(endpoints.delete_file(file_id), self._options(timeout, max_retries))

@@ -39,7 +39,7 @@ T = TypeVar("T")
 _DONE = "[DONE]"
 
 
-class _StreamState:
+class StreamState:
     """What sync and async streams share: parsing events into chunks, timing rules, the accumulator."""
 
     def __init__(
@@ -162,7 +162,7 @@ class Stream(Generic[T]):
     ...     print(chunk.choices[0].delta.content or "", end="")
     """
 
-    def __init__(self, response: SyncStreamResponse, state: _StreamState,
+    def __init__(self, response: SyncStreamResponse, state: StreamState,
                  reopen: Callable[[APIError], tuple[SyncStreamResponse, int] | None] | None = None) -> None:
         self._response = response
         self._state = state
@@ -233,7 +233,7 @@ class AsyncStream(Generic[T]):
     ...     print(chunk.choices[0].delta.content or "", end="")
     """
 
-    def __init__(self, response: AsyncStreamResponse, state: _StreamState,
+    def __init__(self, response: AsyncStreamResponse, state: StreamState,
                  reopen: Callable[[APIError], Awaitable[tuple[AsyncStreamResponse, int] | None]] | None = None,
                  ) -> None:
         self._response = response

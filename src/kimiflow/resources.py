@@ -1,0 +1,245 @@
+"""The resources hanging off a client: ``chat.completions``, ``models``, ``files``, ``tokens``.
+
+Each method builds a request with ``core.endpoints`` and hands it to its client; the sync and
+async twins differ only in ``await``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from typing_extensions import Unpack
+
+from kimiflow.core import endpoints
+from kimiflow.core.config import TimeoutLike
+from kimiflow.core.options import CallOptions
+from kimiflow.streaming import (
+    AsyncChatCompletionStream,
+    AsyncStream,
+    AsyncStreamManager,
+    ChatCompletionStream,
+    Stream,
+    StreamManager,
+)
+from kimiflow.types.account import TokenCount
+from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
+from kimiflow.types.files import FileDeleted, FileList, FileObject
+from kimiflow.types.models import ModelList
+from kimiflow.types.params import ChatCompletionOptions, MessageParam
+
+if TYPE_CHECKING:
+    from kimiflow.client import AsyncKimi, Kimi
+
+FilePath = str | os.PathLike[str] | bytes
+
+
+def chat_params(model: str, messages: Sequence[MessageParam], params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"model": model, "messages": list(messages), **params}
+
+
+class Completions:
+    """``client.chat.completions``: ``create()`` and the ``stream()`` helper."""
+
+    def __init__(self, client: Kimi) -> None:
+        self._client = client
+
+    @overload
+    def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[False] = False,
+               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+               timeout: TimeoutLike = None, max_retries: int | None = None,
+               **params: Unpack[ChatCompletionOptions]) -> ChatCompletion: ...
+
+    @overload
+    def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[True],
+               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+               timeout: TimeoutLike = None, max_retries: int | None = None,
+               **params: Unpack[ChatCompletionOptions]) -> Stream[ChatCompletionChunk]: ...
+
+    def create(self, *, model: str, messages: Sequence[MessageParam], stream: bool = False,
+               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+               timeout: TimeoutLike = None, max_retries: int | None = None,
+               **params: Unpack[ChatCompletionOptions]) -> ChatCompletion | Stream[ChatCompletionChunk]:
+        """Create a chat completion; ``stream=True`` returns a ``Stream`` of chunks.
+
+        >>> resp = client.chat.completions.create(model="moonshot-v1-8k", messages=msgs, temperature=0.3)
+        >>> resp.choices[0].message.content
+        """
+        body = chat_params(model, messages, params)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        if stream:
+            spec_s = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+            return self._client._open_stream(spec_s, options)
+        spec = endpoints.chat_completion(body, extra_body=extra_body, extra_headers=extra_headers)
+        return self._client._call(spec, options)
+
+    def stream(self, *, model: str, messages: Sequence[MessageParam],
+               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+               timeout: TimeoutLike = None, max_retries: int | None = None,
+               **params: Unpack[ChatCompletionOptions]) -> StreamManager[ChatCompletionStream]:
+        """Stream with helpers: ``text_stream``, ``reasoning_stream``, ``get_final_completion()``.
+
+        >>> with client.chat.completions.stream(model="moonshot-v1-8k", messages=msgs) as s:
+        ...     for text in s.text_stream: print(text, end="")
+        ...     final = s.get_final_completion()
+        """
+        body = chat_params(model, messages, params)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+        return StreamManager(lambda: ChatCompletionStream(self._client._open_stream(spec, options)),
+                             ChatCompletionStream.close)
+
+
+class Chat:
+    def __init__(self, client: Kimi) -> None:
+        self.completions = Completions(client)
+
+
+class Models:
+    """``client.models``."""
+
+    def __init__(self, client: Kimi) -> None:
+        self._client = client
+
+    def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> ModelList:
+        """The models this key can use: ``[m.id for m in client.models.list().data]``."""
+        return self._client._call(endpoints.list_models(), CallOptions(self._client._config, timeout, max_retries))
+
+
+class Tokens:
+    """``client.tokens``."""
+
+    def __init__(self, client: Kimi) -> None:
+        self._client = client
+
+    def count(self, *, model: str, messages: Sequence[MessageParam], timeout: TimeoutLike = None,
+              max_retries: int | None = None) -> TokenCount:
+        """Kimi's own token count for a request: ``client.tokens.count(model=..., messages=...).total_tokens``."""
+        return self._client._call(endpoints.count_tokens(model, messages),
+                                  CallOptions(self._client._config, timeout, max_retries))
+
+
+class Files:
+    """``client.files``: upload documents, list them, read extracted text, delete them."""
+
+    def __init__(self, client: Kimi) -> None:
+        self._client = client
+
+    def _options(self, timeout: TimeoutLike, max_retries: int | None) -> CallOptions:
+        return CallOptions(self._client._config, timeout, max_retries)
+
+    def upload(self, file: FilePath, *, purpose: str = "file-extract", filename: str | None = None,
+               timeout: TimeoutLike = None, max_retries: int | None = None) -> FileObject:
+        """Upload a file: ``client.files.upload("report.pdf", purpose="file-extract")``."""
+        return self._client._call(endpoints.upload_file(file, purpose, filename), self._options(timeout, max_retries))
+
+    def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileList:
+        return self._client._call(endpoints.list_files(), self._options(timeout, max_retries))
+
+    def retrieve(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileObject:
+        return self._client._call(endpoints.retrieve_file(file_id), self._options(timeout, max_retries))
+
+    def content(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> str:
+        """The extracted text of a ``file-extract`` upload, ready to put into a system message."""
+        return self._client._call(endpoints.file_content(file_id), self._options(timeout, max_retries))
+
+    def delete(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileDeleted:
+        return self._client._call(endpoints.delete_file(file_id), self._options(timeout, max_retries))
+
+
+class AsyncCompletions:
+    """``aclient.chat.completions``."""
+
+    def __init__(self, client: AsyncKimi) -> None:
+        self._client = client
+
+    @overload
+    async def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[False] = False,
+                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                     timeout: TimeoutLike = None, max_retries: int | None = None,
+                     **params: Unpack[ChatCompletionOptions]) -> ChatCompletion: ...
+
+    @overload
+    async def create(self, *, model: str, messages: Sequence[MessageParam], stream: Literal[True],
+                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                     timeout: TimeoutLike = None, max_retries: int | None = None,
+                     **params: Unpack[ChatCompletionOptions]) -> AsyncStream[ChatCompletionChunk]: ...
+
+    async def create(self, *, model: str, messages: Sequence[MessageParam], stream: bool = False,
+                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                     timeout: TimeoutLike = None, max_retries: int | None = None,
+                     **params: Unpack[ChatCompletionOptions]) -> ChatCompletion | AsyncStream[ChatCompletionChunk]:
+        """Create a chat completion; ``stream=True`` returns an ``AsyncStream`` of chunks."""
+        body = chat_params(model, messages, params)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        if stream:
+            spec_s = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+            return await self._client._open_stream(spec_s, options)
+        spec = endpoints.chat_completion(body, extra_body=extra_body, extra_headers=extra_headers)
+        return await self._client._call(spec, options)
+
+    def stream(self, *, model: str, messages: Sequence[MessageParam],
+               extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+               timeout: TimeoutLike = None, max_retries: int | None = None,
+               **params: Unpack[ChatCompletionOptions]) -> AsyncStreamManager[AsyncChatCompletionStream]:
+        """``async with aclient.chat.completions.stream(...) as s: async for text in s.text_stream: ...``"""
+        body = chat_params(model, messages, params)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+
+        async def opener() -> AsyncChatCompletionStream:
+            return AsyncChatCompletionStream(await self._client._open_stream(spec, options))
+
+        return AsyncStreamManager(opener, AsyncChatCompletionStream.close)
+
+
+class AsyncChat:
+    def __init__(self, client: AsyncKimi) -> None:
+        self.completions = AsyncCompletions(client)
+
+
+class AsyncModels:
+    def __init__(self, client: AsyncKimi) -> None:
+        self._client = client
+
+    async def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> ModelList:
+        return await self._client._call(endpoints.list_models(),
+                                        CallOptions(self._client._config, timeout, max_retries))
+
+
+class AsyncTokens:
+    def __init__(self, client: AsyncKimi) -> None:
+        self._client = client
+
+    async def count(self, *, model: str, messages: Sequence[MessageParam], timeout: TimeoutLike = None,
+                    max_retries: int | None = None) -> TokenCount:
+        return await self._client._call(endpoints.count_tokens(model, messages),
+                                        CallOptions(self._client._config, timeout, max_retries))
+
+
+class AsyncFiles:
+    def __init__(self, client: AsyncKimi) -> None:
+        self._client = client
+
+    def _options(self, timeout: TimeoutLike, max_retries: int | None) -> CallOptions:
+        return CallOptions(self._client._config, timeout, max_retries)
+
+    async def upload(self, file: FilePath, *, purpose: str = "file-extract", filename: str | None = None,
+                     timeout: TimeoutLike = None, max_retries: int | None = None) -> FileObject:
+        return await self._client._call(endpoints.upload_file(file, purpose, filename),
+                                        self._options(timeout, max_retries))
+
+    async def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> FileList:
+        return await self._client._call(endpoints.list_files(), self._options(timeout, max_retries))
+
+    async def retrieve(self, file_id: str, *, timeout: TimeoutLike = None,
+                       max_retries: int | None = None) -> FileObject:
+        return await self._client._call(endpoints.retrieve_file(file_id), self._options(timeout, max_retries))
+
+    async def content(self, file_id: str, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> str:
+        return await self._client._call(endpoints.file_content(file_id), self._options(timeout, max_retries))
+
+    async def delete(self, file_id: str, *, timeout: TimeoutLike = None,
+                     max_retries: int | None = None) -> FileDeleted:
+        return await self._client._call(endpoints.delete_file(file_id), self._options(timeout, max_retries))
