@@ -140,3 +140,12 @@ def test_continue_with_an_empty_log_is_a_clear_usage_error(run, sim_env) -> None
     result = run("chat", "hi", "-c")
     assert result.exit_code == 2
     assert "no logged conversation yet to continue" in result.output
+
+
+def test_thinking_model_reasoning_goes_to_stderr_answer_to_stdout(run, sim_env) -> None:
+    result = run("chat", "1+1=?", "-m", "kimi-k2-thinking", "--max-tokens", "60")
+    assert result.exit_code == 0, result.stderr
+    row = _logged()[-1]
+    assert row.reasoning and row.answer
+    assert result.stdout == row.answer + "\n"
+    assert row.reasoning in result.stderr
