@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kimiflow.core.errors import KimiflowError
+
 PENDING, IN_FLIGHT, DONE, FAILED = "pending", "in_flight", "done", "failed"
 STATES = (PENDING, IN_FLIGHT, DONE, FAILED)
 
@@ -53,7 +55,7 @@ _SCHEMA = [
 ]
 
 
-class JournalError(Exception):
+class JournalError(KimiflowError):
     """The journal cannot be used as asked; the message says why and what to do."""
 
 

@@ -25,7 +25,8 @@ def _resume_command(ctx: click.Context) -> str:
 
 
 @click.command(name="batch")
-@click.argument("input_path", metavar="IN.jsonl", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="IN.jsonl",
+                type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Results, one JSON line per finished request (Batch API output form).")
 @click.option("--errors", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -94,12 +95,15 @@ def batch(
     if not quiet:
         click.echo(f"batch: {input_path} -> {output} ({limits_note})", err=True)
     resume = _resume_command(click.get_current_context())
-    summary = asyncio.run(run_batch(
-        input_path, output, errors=errors, api_key=key, base_url=url, timeout=timeout, limits=limits,
-        model=model, max_tokens=max_tokens, system=system, max_attempts=max_attempts,
-        retry_failed=retry_failed, skip_invalid=skip_invalid, grace_seconds=grace, progress=progress,
-        handle_signals=True, resume_command=resume,
-    ))
+    try:
+        summary = asyncio.run(run_batch(
+            input_path, output, errors=errors, api_key=key, base_url=url, timeout=timeout, limits=limits,
+            model=model, max_tokens=max_tokens, system=system, max_attempts=max_attempts,
+            retry_failed=retry_failed, skip_invalid=skip_invalid, grace_seconds=grace, progress=progress,
+            handle_signals=True, resume_command=resume,
+        ))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(summary.describe(), err=True)
     click.echo(f"summary: {BatchPaths.for_output(input_path, output, errors).summary}", err=True)
     if summary.status == "quota_exceeded":
