@@ -114,27 +114,13 @@ def _load_logged(convo: Conversation, cid: str | None, *, keep_model: bool) -> N
 
 
 def _ask_once(convo: Conversation, prompt: str, *, stream: bool, as_json: bool, show_usage: bool) -> None:
-    from kimiflow.cli.output import echo_json, format_cost, format_usage
+    from kimiflow.cli.output import AnswerPrinter, echo_json, format_cost, format_usage
 
-    thinking = False
-
-    def on_reasoning(text: str) -> None:
-        nonlocal thinking
-        thinking = True
-        # Reasoning goes to stderr, dimmed, so a pipe receives the answer alone.
-        click.echo(click.style(text, dim=True), nl=False, err=True)
-
-    def on_text(text: str) -> None:
-        nonlocal thinking
-        if thinking:
-            click.echo(err=True)
-            thinking = False
-        click.echo(text, nl=False)
-        sys.stdout.flush()
-
+    # Reasoning goes to stderr so a pipe receives the answer alone.
+    printer = AnswerPrinter(reasoning_to_stderr=True)
     reply = convo.send(
-        prompt, stream=stream, on_text=None if as_json else on_text,
-        on_reasoning=None if as_json else on_reasoning,
+        prompt, stream=stream, on_text=None if as_json else printer.text,
+        on_reasoning=None if as_json else printer.reasoning,
     )
     if as_json:
         echo_json(reply.completion.to_dict() if reply.completion is not None else None)

@@ -70,3 +70,29 @@ def format_cost(cny: float | None) -> str:
 def format_usage(prompt_tokens: int | None, completion_tokens: int | None, total_tokens: int | None) -> str:
     """``12 prompt + 30 completion = 42 tokens``."""
     return f"{prompt_tokens or 0} prompt + {completion_tokens or 0} completion = {total_tokens or 0} tokens"
+
+
+class AnswerPrinter:
+    """Prints a streamed answer as it arrives: thinking models' reasoning dimmed, then the answer.
+
+    ``reasoning_to_stderr`` keeps stdout for the answer alone (one-shot chat into a pipe).
+
+    >>> printer = AnswerPrinter(reasoning_to_stderr=True)
+    >>> convo.send("你好", on_text=printer.text, on_reasoning=printer.reasoning)
+    """
+
+    def __init__(self, *, reasoning_to_stderr: bool) -> None:
+        self._reasoning_err = reasoning_to_stderr
+        self._thinking = False
+
+    def reasoning(self, text: str) -> None:
+        self._thinking = True
+        click.echo(click.style(text, dim=True), nl=False, err=self._reasoning_err)
+        (sys.stderr if self._reasoning_err else sys.stdout).flush()
+
+    def text(self, text: str) -> None:
+        if self._thinking:
+            click.echo(err=self._reasoning_err)  # end the reasoning's line before the answer starts
+            self._thinking = False
+        click.echo(text, nl=False)
+        sys.stdout.flush()

@@ -7,14 +7,13 @@ returns to the prompt; Ctrl-D or ``/exit`` leaves.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from kimiflow.cli.conversation import Conversation
-from kimiflow.cli.output import format_cost
+from kimiflow.cli.output import AnswerPrinter, format_cost
 from kimiflow.core.errors import KimiflowError
 
 ReadLine = Callable[[str], str]
@@ -78,7 +77,6 @@ class Repl:
     def __init__(self, convo: Conversation, read_line: ReadLine | None = None) -> None:
         self.convo = convo
         self.read_line = read_line
-        self._thinking = False
 
     def run(self) -> None:
         read_line = self.read_line or prompt_toolkit_reader()
@@ -103,9 +101,9 @@ class Repl:
             self.ask(message)
 
     def ask(self, message: str) -> None:
-        self._thinking = False
+        printer = AnswerPrinter(reasoning_to_stderr=False)
         try:
-            reply = self.convo.send(message, on_text=self._text, on_reasoning=self._reasoning)
+            reply = self.convo.send(message, on_text=printer.text, on_reasoning=printer.reasoning)
         except KeyboardInterrupt:
             # Ctrl-C before the first byte arrived: nothing was answered, nothing is kept.
             click.echo("\n[cancelled]")
@@ -120,18 +118,6 @@ class Repl:
         click.echo()
         if reply.interrupted:
             click.echo("[interrupted]")
-
-    def _reasoning(self, text: str) -> None:
-        self._thinking = True
-        click.echo(click.style(text, dim=True), nl=False)
-        sys.stdout.flush()
-
-    def _text(self, text: str) -> None:
-        if self._thinking:
-            click.echo("\n")
-            self._thinking = False
-        click.echo(text, nl=False)
-        sys.stdout.flush()
 
     def command(self, text: str) -> str | None:
         """Run one slash command; returns ``"exit"`` to leave."""
