@@ -60,3 +60,10 @@ def test_files_upload_list_content_rm(run, sim_env, tmp_path: Path) -> None:
     gone = run("files", "content", file_id)
     assert gone.exit_code == 1
     assert gone.stderr.startswith("Error: ") and len(gone.stderr.strip().splitlines()) == 1
+
+
+def test_tables_are_drawn_with_rich_on_a_terminal(run, sim_env, monkeypatch) -> None:
+    monkeypatch.setattr("kimiflow.cli.output.stdout_is_tty", lambda: True)
+    out = run("models").stdout
+    assert "Models" in out and "┃" in out  # rich's box drawing, not tab-separated text
+    assert "moonshot-v1-8k" in out and "\t" not in out
