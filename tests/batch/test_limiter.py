@@ -124,3 +124,12 @@ def test_request_charge_estimates_prompt_and_uses_max_tokens_or_the_default() ->
     assert prompt > 0 and max_tokens == 64
     assert request_charge({"messages": []})[1] == DEFAULT_MAX_TOKENS_CHARGE
     assert request_charge({"messages": [], "max_completion_tokens": 9, "max_tokens": 5})[1] == 9
+
+
+def test_public_names_of_kimiflow_batch() -> None:
+    import kimiflow.batch as batch
+
+    assert sorted(batch.__all__) == batch.__all__
+    assert {"RateLimiter", "RateLimits", "run_batch", "run_batch_sync", "BatchSummary"} <= set(batch.__all__)
+    for name in batch.__all__:
+        assert getattr(batch, name) is not None

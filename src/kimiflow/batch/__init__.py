@@ -1,0 +1,35 @@
+"""Batch runs at the account's limits: a rate limiter, and a resumable runner for JSONL files.
+
+>>> from kimiflow.batch import RateLimiter, run_batch, run_batch_sync
+>>> limiter = RateLimiter.for_tier(2)                     # for your own AsyncKimi code
+>>> summary = await run_batch("in.jsonl", "out.jsonl", tier=2, model="moonshot-v1-8k")
+"""
+
+from kimiflow.batch.inputs import BatchRequest, InputDefaults, InputError, LineProblem, scan_input
+from kimiflow.batch.journal import Journal, JournalError, JournalMismatchError, JournalStateError
+from kimiflow.batch.limiter import RateLimiter, Slot, request_charge
+from kimiflow.batch.runner import BatchInputError, BatchPaths, run_batch, run_batch_sync
+from kimiflow.batch.summary import BatchSummary
+from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
+
+__all__ = [
+    "BatchInputError",
+    "BatchPaths",
+    "BatchRequest",
+    "BatchSummary",
+    "InputDefaults",
+    "InputError",
+    "Journal",
+    "JournalError",
+    "JournalMismatchError",
+    "JournalStateError",
+    "LineProblem",
+    "RateLimiter",
+    "RateLimits",
+    "RequestTooLargeError",
+    "Slot",
+    "request_charge",
+    "run_batch",
+    "run_batch_sync",
+    "scan_input",
+]
