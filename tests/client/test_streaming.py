@@ -156,3 +156,16 @@ def test_stream_never_retried_after_a_chunk_was_yielded(twin: Twin) -> None:
     with pytest.raises(IncompleteStreamError):
         twin.stream(opener(f"cut;after=3;times=1;key={key}"), max_retries=2)
     assert twin.sleeps == []
+
+
+def test_async_client_survives_a_new_event_loop(sim: Any) -> None:
+    """One AsyncKimi used from two ``asyncio.run`` calls: the second gets a fresh connection pool."""
+    client = AsyncKimi(api_key=sim.api_key, base_url=sim.base_url)
+
+    async def ask() -> str:
+        return await client.ask("你好", max_tokens=10)
+
+    first = asyncio.run(ask())
+    second = asyncio.run(ask())
+    asyncio.run(client.close())
+    assert first == second and first

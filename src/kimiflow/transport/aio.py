@@ -78,6 +78,9 @@ class AsyncTransport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         session = self._session
+        if session is not None and self._owns_session and session._loop is not asyncio.get_running_loop():
+            # The client outlived its event loop (e.g. two asyncio.run calls): that session is unusable.
+            session = None
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
             session = self._session = aiohttp.ClientSession(
