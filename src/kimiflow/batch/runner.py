@@ -108,6 +108,8 @@ class _Run:
     stop_status: str = COMPLETED
     stop_message: str = ""
     rng: random.Random = field(default_factory=random.Random)
+    sending: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Workers whose request is on the wire right now: only these get the grace period on a stop."""
 
 
 async def run_batch(
@@ -264,6 +266,9 @@ async def _execute(
         await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if not everything.done():
             producer.cancel()
+            for task in workers:
+                if task not in run.sending:
+                    task.cancel()  # waiting for the limiter or a backoff: nothing to finish
             _, still = await asyncio.wait(workers, timeout=grace)
             for task in still:
                 task.cancel()
@@ -357,6 +362,9 @@ async def _process(run: _Run, request: BatchRequest) -> None:
                 attempts += 1
                 run.stats.attempts += 1
                 sent_at = run.clock()
+                task = asyncio.current_task()
+                if task is not None:
+                    run.sending.add(task)
                 try:
                     resp = await run.client.chat.completions.create(**request.body)
                 except QuotaExceededError as exc:
@@ -385,6 +393,8 @@ async def _process(run: _Run, request: BatchRequest) -> None:
                 else:
                     latency = (run.clock() - sent_at) * 1000
                     slot.settle(resp.usage)
+                finally:
+                    run.sending.discard(task)
             if not retry:
                 break
             if delay > 0:
