@@ -197,11 +197,12 @@ class Kimi(_BaseClient):
             retry.start_attempt()
             try:
                 response = transport.send(self._outgoing(spec, options, retry))
-                self._log_attempt(spec, retry, response.status, request_id_of(response.headers))
+                rid = request_id_of(response.headers)
+                self._log_attempt(spec, retry, response.status, rid)
                 if response.status >= 400:
                     raise error_from_response(response.status, response.body, response.headers,
                                               api_key=self._config.api_key)
-                return decode_success(spec, response.body, response.headers, retry.attempts)
+                return decode_success(spec, response.body, rid, retry.attempts)
             except APIError as exc:
                 delay = retry.next_delay(exc)
                 if delay is None:
@@ -339,11 +340,12 @@ class AsyncKimi(_BaseClient):
             retry.start_attempt()
             try:
                 response = await transport.send(self._outgoing(spec, options, retry))
-                self._log_attempt(spec, retry, response.status, request_id_of(response.headers))
+                rid = request_id_of(response.headers)
+                self._log_attempt(spec, retry, response.status, rid)
                 if response.status >= 400:
                     raise error_from_response(response.status, response.body, response.headers,
                                               api_key=self._config.api_key)
-                return decode_success(spec, response.body, response.headers, retry.attempts)
+                return decode_success(spec, response.body, rid, retry.attempts)
             except APIError as exc:
                 delay = retry.next_delay(exc)
                 if delay is None:

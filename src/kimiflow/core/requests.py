@@ -37,7 +37,7 @@ class UploadFile:
     content_type: str = "application/octet-stream"
 
 
-@dataclass(frozen=True)
+@dataclass
 class RequestSpec(Generic[T]):
     """One API call, ready for a transport. ``into`` is the wire type of a 2xx answer (``str`` for text)."""
 
@@ -58,9 +58,6 @@ def encode_json(payload: Mapping[str, Any]) -> bytes:
         raise ConfigError(f"request parameters cannot be sent as JSON: {exc}") from None
 
 
-_CHAT_NOT_SENT = frozenset({"extra_body"})
-
-
 def build_chat_body(params: Mapping[str, Any], extra_body: Mapping[str, Any] | None = None) -> bytes:
     """The JSON body of a chat completion. ``None`` values are left out; ``extra_body`` is merged last.
 
@@ -73,11 +70,12 @@ def build_chat_body(params: Mapping[str, Any], extra_body: Mapping[str, Any] | N
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ConfigError("messages must be a non-empty list such as [{'role': 'user', 'content': 'hello'}]")
     for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or "role" not in message:
+        # ``type(...) is dict`` first: the ABC isinstance check is slow and this runs per message per request.
+        if not (type(message) is dict or isinstance(message, Mapping)) or "role" not in message:
             raise ConfigError(f"messages[{index}] must be a dict with a 'role' (and usually 'content'): got {message!r}")
     if "functions" in params or "function_call" in params:
         raise ConfigError("Kimi does not support 'functions'/'function_call': use tools=[{'type': 'function', ...}]")
-    body = {k: v for k, v in params.items() if v is not None and k not in _CHAT_NOT_SENT}
+    body = {k: v for k, v in params.items() if v is not None}
     if extra_body:
         body.update(extra_body)
     return encode_json(body)
@@ -127,7 +125,8 @@ def error_from_response(
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
     value = headers.get(name)
-    if value is None:
+    if value is None and type(headers) is dict:
+        # httpx and aiohttp headers are case-insensitive already; only a plain dict needs the scan.
         for key, candidate in headers.items():
             if key.lower() == name:
                 return candidate
@@ -138,7 +137,7 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
     return _header(headers, REQUEST_ID_HEADER)
 
 
-def decode_success(spec: RequestSpec[T], body: bytes, headers: Mapping[str, str], attempts: int) -> T:
+def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, attempts: int) -> T:
     """Decode a 2xx body into ``spec.into``, recording request id and attempts on wire objects."""
     from kimiflow.core.errors import APIError
 
@@ -150,9 +149,9 @@ def decode_success(spec: RequestSpec[T], body: bytes, headers: Mapping[str, str]
         snippet = body[:200].decode("utf-8", "replace")
         raise APIError(
             f"the server's answer to {spec.method} {spec.path} is not valid: {exc} (body starts {snippet!r})",
-            request_id=request_id_of(headers),
+            request_id=request_id,
             attempts=attempts,
         ) from None
-    setattr(obj, "_request_id", request_id_of(headers))  # noqa: B010 - extra attrs on dict=True structs
+    setattr(obj, "_request_id", request_id)  # noqa: B010 - extra attrs on dict=True structs
     setattr(obj, "_attempts", attempts)  # noqa: B010
     return obj

@@ -10,7 +10,7 @@ from typing import Protocol
 from kimiflow.core.requests import UploadFile
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a frozen dataclass's __init__ costs several µs, and one is built per attempt
 class Outgoing:
     """A request on the wire: everything a transport needs, nothing it must interpret."""
 
@@ -25,7 +25,7 @@ class Outgoing:
     total_timeout: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class RawResponse:
     status: int
     headers: Mapping[str, str]
