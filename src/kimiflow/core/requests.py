@@ -129,7 +129,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         # httpx and aiohttp headers are case-insensitive already; only a plain dict needs the scan.
         for key, candidate in headers.items():
             if key.lower() == name:
-                return candidate
+                value = candidate
+                break
     return value
 
 
