@@ -63,6 +63,7 @@ class _BaseClient:
     """Configuration, request assembly and representation shared by both clients."""
 
     _config: ClientConfig
+    _transport: Any
 
     def _init_config(
         self,
@@ -75,12 +76,35 @@ class _BaseClient:
         retry_policy: RetryPolicy | None,
         clock: Callable[[], float] | None,
     ) -> None:
-        self._config = resolve_config(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries,
-                                      default_headers=default_headers, max_connections=max_connections)
+        self._apply_config(resolve_config(api_key=api_key, base_url=base_url, timeout=timeout,
+                                          max_retries=max_retries, default_headers=default_headers,
+                                          max_connections=max_connections))
         self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock or time.monotonic
-        self._headers = request_headers(self._config.api_key, self._config.default_headers, stream=False)
-        self._stream_headers = request_headers(self._config.api_key, self._config.default_headers, stream=True)
+        self._owner = True  # False on with_options() copies, which share the owner's connection pool
+
+    def _apply_config(self, config: ClientConfig) -> None:
+        self._config = config
+        self._headers = request_headers(config.api_key, config.default_headers, stream=False)
+        self._stream_headers = request_headers(config.api_key, config.default_headers, stream=True)
+
+    def _attach_resources(self) -> None:
+        raise NotImplementedError
+
+    def _get_transport(self) -> Any:
+        raise NotImplementedError
+
+    def _copy_with(self, changes: dict[str, Any]) -> Any:
+        """A copy with changed configuration that shares this client's transport (and never closes it)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        if "timeout" in changes:
+            changes["timeouts"] = coerce_timeouts(changes.pop("timeout"), self._config.timeouts)
+        clone._apply_config(self._config.replace(**changes))
+        clone._transport = self._get_transport()
+        clone._owner = False
+        clone._attach_resources()
+        return clone
 
     @property
     def base_url(self) -> str:
@@ -160,6 +184,9 @@ class Kimi(_BaseClient):
         self._http_client = http_client
         self._transport: SyncTransport | None = None
         self._sleep = sleep or time.sleep
+        self._attach_resources()
+
+    def _attach_resources(self) -> None:
         self.chat = Chat(self)
         self.models = Models(self)
         self.files = Files(self)
@@ -178,17 +205,8 @@ class Kimi(_BaseClient):
 
         >>> fast = client.with_options(timeout=10, max_retries=0)
         """
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        if "timeout" in changes:
-            changes["timeouts"] = coerce_timeouts(changes.pop("timeout"), self._config.timeouts)
-        clone._config = self._config.replace(**changes)
-        clone._headers = request_headers(clone._config.api_key, clone._config.default_headers, stream=False)
-        clone._stream_headers = request_headers(clone._config.api_key, clone._config.default_headers, stream=True)
-        clone._transport = self._get_transport()
-        clone._owner = False  # type: ignore[attr-defined]
-        clone.chat, clone.models, clone.files, clone.tokens = Chat(clone), Models(clone), Files(clone), Tokens(clone)
-        return clone
+        copy: Kimi = self._copy_with(changes)
+        return copy
 
     def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
         retry = self._retry_state(options)
@@ -263,7 +281,7 @@ class Kimi(_BaseClient):
 
     def close(self) -> None:
         """Close the connection pool (a ``with`` block does this for you)."""
-        if self._transport is not None and getattr(self, "_owner", True):
+        if self._transport is not None and self._owner:
             self._transport.close()
 
     def __enter__(self) -> Kimi:
@@ -306,6 +324,9 @@ class AsyncKimi(_BaseClient):
 
             sleep = asyncio.sleep
         self._sleep = sleep
+        self._attach_resources()
+
+    def _attach_resources(self) -> None:
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
         self.files = AsyncFiles(self)
@@ -320,18 +341,8 @@ class AsyncKimi(_BaseClient):
 
     def with_options(self, **changes: Any) -> AsyncKimi:
         """A copy with changed settings, sharing this client's connection pool."""
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        if "timeout" in changes:
-            changes["timeouts"] = coerce_timeouts(changes.pop("timeout"), self._config.timeouts)
-        clone._config = self._config.replace(**changes)
-        clone._headers = request_headers(clone._config.api_key, clone._config.default_headers, stream=False)
-        clone._stream_headers = request_headers(clone._config.api_key, clone._config.default_headers, stream=True)
-        clone._transport = self._get_transport()
-        clone._owner = False  # type: ignore[attr-defined]
-        clone.chat, clone.models = AsyncChat(clone), AsyncModels(clone)
-        clone.files, clone.tokens = AsyncFiles(clone), AsyncTokens(clone)
-        return clone
+        copy: AsyncKimi = self._copy_with(changes)
+        return copy
 
     async def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
         retry = self._retry_state(options)
@@ -403,7 +414,7 @@ class AsyncKimi(_BaseClient):
 
     async def close(self) -> None:
         """Close the connection pool (an ``async with`` block does this for you)."""
-        if self._transport is not None and getattr(self, "_owner", True):
+        if self._transport is not None and self._owner:
             await self._transport.close()
 
     async def __aenter__(self) -> AsyncKimi:
