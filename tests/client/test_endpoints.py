@@ -105,3 +105,23 @@ def test_files_lifecycle(twin: Twin, tmp_path: Path) -> None:
     assert "budget is 42 million" in content
     deleted = twin.run(lambda c: c.files.delete(uploaded.id))
     assert deleted.deleted is True and deleted.id == uploaded.id
+
+
+def test_with_options_copy_shares_the_pool_and_closing_it_leaves_the_original_working(twin: Twin) -> None:
+    def body(c: Any) -> Any:
+        copy = c.with_options(max_retries=0, timeout=30)
+        assert copy._get_transport() is c._get_transport()
+        if twin.kind == "sync":
+            first = copy.ask("你好", max_tokens=5)
+            copy.close()
+            return first, c.ask("你好", max_tokens=5)
+
+        async def both() -> tuple[str, str]:
+            first = await copy.ask("你好", max_tokens=5)
+            await copy.close()
+            return first, await c.ask("你好", max_tokens=5)
+
+        return both()
+
+    first, second = twin.run(body)
+    assert first and first == second
