@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -109,18 +110,33 @@ def test_error_event_raises_stream_error_with_partial_text(twin: Twin) -> None:
 def test_malformed_chunk_names_the_offending_data(twin: Twin) -> None:
     with pytest.raises(StreamError, match="malformed stream chunk") as info:
         twin.stream(opener("malformed;after=3"))
-    assert "data" not in type(info.value).__name__.lower()
+    assert '{"id":"chatcmpl-malformed"' in info.value.message  # the offending data, quoted
+    assert info.value.partial is not None and info.value.partial.choices[0].message.content
 
 
 @pytest.mark.parametrize("fault", ["stall;after=2", "stall;after=2;keepalive=0.05"])
-def test_stalled_stream_is_detected_within_the_idle_timeout(twin: Twin, fault: str) -> None:
+def test_stalled_stream_is_detected_within_the_idle_timeout(twin: Twin, fault: str, sim: Any) -> None:
     """A silent upstream, or one sending only keep-alive comments, trips the idle timeout."""
     started = time.monotonic()
+    failed_at: list[float] = []
+
+    def check_released() -> None:
+        failed_at.append(time.monotonic())
+        wait_until_idle(sim)  # the stalled server only lets go when the client closes the connection
+
     with pytest.raises(StreamIdleTimeoutError) as info:
-        twin.stream(opener(fault), max_retries=0, timeout=Timeouts(read=5, stream_idle=0.4))
-    elapsed = time.monotonic() - started
+        twin.stream(opener(fault), max_retries=0, timeout=Timeouts(read=5, stream_idle=0.4),
+                    while_open=check_released)
     assert info.value.which == "stream_idle"
-    assert 0.35 <= elapsed < 2.5
+    assert 0.35 <= failed_at[0] - started < 2.5
+    assert info.value.partial is not None  # the chunks before the stall stay reachable
+
+
+def wait_until_idle(sim: Any) -> None:
+    deadline = time.monotonic() + 3
+    while sim.stats.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.stats.in_flight == 0
 
 
 def test_trickle_and_keepalive_streams_complete(twin: Twin) -> None:
@@ -130,18 +146,35 @@ def test_trickle_and_keepalive_streams_complete(twin: Twin) -> None:
     assert text_of(slow) == text_of(chatty) == text_of(plain)
 
 
-def test_break_releases_the_connection(sim: Any) -> None:
-    """After a ``break`` the sim sees the stream end: nothing stays in flight."""
+def test_break_releases_the_connection(twin: Twin, sim: Any) -> None:
+    """After a ``break`` out of a long trickling stream the sim sees the client go: nothing stays in flight."""
+    long_trickle = lambda c: c.chat.completions.create(  # noqa: E731 - 2,000 tokens at 10 ms: a 20 s stream
+        model="moonshot-v1-8k", messages=MESSAGES, stream=True, max_tokens=2000,
+        extra_headers={"X-Kimiflow-Sim-Fault": "trickle;interval=0.01", "X-Kimiflow-Sim-Tokens": "2000"})
+    chunks = twin.stream(long_trickle, limit=3, while_open=lambda: wait_until_idle(sim))
+    assert len(chunks) == 3
+
+
+LONG = {"model": "kimi-k2-0905-preview", "max_tokens": 200_000}
+"""A stream far larger than the socket buffers: the server can only finish it if the client keeps reading."""
+
+
+def test_malformed_stream_releases_the_connection(twin: Twin, sim: Any) -> None:
+    with pytest.raises(StreamError):
+        twin.stream(lambda c: c.chat.completions.create(
+            messages=MESSAGES, stream=True, **LONG,
+            extra_headers={"X-Kimiflow-Sim-Fault": "malformed;after=2", "X-Kimiflow-Sim-Tokens": "200000"}),
+            while_open=lambda: wait_until_idle(sim))
+
+
+def test_abandoned_stream_is_closed_by_garbage_collection(sim: Any) -> None:
     with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
-        stream = client.chat.completions.create(model="moonshot-v1-8k", messages=MESSAGES, stream=True,
-                                                max_tokens=2000, extra_headers={"X-Kimiflow-Sim-Tokens": "2000"})
-        for _ in stream:
-            break
-        stream.close()
-        deadline = time.monotonic() + 3
-        while sim.stats.in_flight and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert sim.stats.in_flight == 0
+        stream = client.chat.completions.create(messages=MESSAGES, stream=True, **LONG,
+                                                extra_headers={"X-Kimiflow-Sim-Tokens": "200000"})
+        next(iter(stream))
+        del stream
+        gc.collect()
+        wait_until_idle(sim)
 
 
 def test_stream_failing_before_any_chunk_is_retried(twin: Twin) -> None:

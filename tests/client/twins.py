@@ -46,29 +46,42 @@ class Twin:
 
         return asyncio.run(main())
 
-    def stream(self, open_stream: Callable[[Any], Any], *, limit: int | None = None, **extra: Any) -> list[Any]:
-        """Open a stream with ``open_stream(client)`` and collect its chunks (at most ``limit``)."""
+    def stream(self, open_stream: Callable[[Any], Any], *, limit: int | None = None,
+               while_open: Callable[[], None] | None = None, **extra: Any) -> list[Any]:
+        """Open a stream with ``open_stream(client)`` and collect its chunks (at most ``limit``).
+
+        ``while_open`` runs after the stream is done with (ended, broken off or failed) but while the
+        client and its connection pool are still open, so it can check what the stream itself released.
+        """
         if self.kind == "sync":
             with Kimi(**self.client_kwargs(**extra)) as client:
                 chunks = []
-                with open_stream(client) as stream:
-                    for chunk in stream:
-                        chunks.append(chunk)
-                        if limit is not None and len(chunks) >= limit:
-                            break
+                try:
+                    with open_stream(client) as stream:
+                        for chunk in stream:
+                            chunks.append(chunk)
+                            if limit is not None and len(chunks) >= limit:
+                                break
+                finally:
+                    if while_open is not None:
+                        while_open()
                 return chunks
 
         async def main() -> list[Any]:
             async with AsyncKimi(**self.client_kwargs(**extra)) as client:
                 chunks = []
-                stream = open_stream(client)
-                if inspect.isawaitable(stream):
-                    stream = await stream
-                async with stream:
-                    async for chunk in stream:
-                        chunks.append(chunk)
-                        if limit is not None and len(chunks) >= limit:
-                            break
+                try:
+                    stream = open_stream(client)
+                    if inspect.isawaitable(stream):
+                        stream = await stream
+                    async with stream:
+                        async for chunk in stream:
+                            chunks.append(chunk)
+                            if limit is not None and len(chunks) >= limit:
+                                break
+                finally:
+                    if while_open is not None:
+                        await asyncio.to_thread(while_open)
                 return chunks
 
         return asyncio.run(main())
