@@ -67,6 +67,10 @@ class JournalStateError(JournalError):
     """A state change that the state machine does not allow (e.g. done → in_flight)."""
 
 
+class OutputConflictError(JournalError):
+    """The output file does not belong to this journal's batch (no journal, or ids it does not know)."""
+
+
 @dataclass(frozen=True)
 class DoneStats:
     """What a finished request cost and how long it took, kept for the summary."""
@@ -145,6 +149,11 @@ class Journal:
                 "re-run with the original parameters, or write to a new -o output to start a new batch"
             )
         return False
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether ``bind`` ever ran: a journal that is not bound belongs to no batch yet."""
+        return self.get_meta("fingerprint") is not None
 
     @property
     def output_bytes(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from kimiflow.batch.journal import DONE, DoneStats, Journal
+from kimiflow.batch.journal import DONE, DoneStats, Journal, OutputConflictError
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -161,19 +161,26 @@ def reconcile(output: str | Path, journal: Journal, *, verify: bool = False) -> 
     seen: set[str] = set()
     lines = tail.split(b"\n")
     report.torn_bytes += len(lines.pop())  # bytes after the last newline: a torn write
-    for raw in lines:
+    adopt: list[tuple[str, DoneStats]] = []
+    for index, raw in enumerate(lines):
         record = _parse_record(raw)
         if record is None:
             report.torn_bytes += len(raw) + 1
             continue
         cid = record["custom_id"]
-        if cid in seen or journal.status(cid) == DONE:
+        status = journal.status(cid)
+        if status is None:
+            raise _foreign_id(path, journal, cid, _line_number(path, committed) + index)
+        if cid in seen or status == DONE:
             report.dropped_duplicates += 1
             continue
         seen.add(cid)
-        journal.adopt_done(cid, stats_from_record(record))
-        report.adopted.append(cid)
+        adopt.append((cid, stats_from_record(record)))
         kept.append(raw + b"\n")
+    # Adopted only once every line is known: a refused file must stay exactly as it was.
+    for cid, stats in adopt:
+        journal.adopt_done(cid, stats)
+        report.adopted.append(cid)
     with path.open("r+b") as f:
         f.truncate(committed)
         f.seek(committed)
@@ -197,28 +204,58 @@ def _parse_record(raw: bytes) -> dict[str, Any] | None:
     return record
 
 
+def _line_number(path: Path, offset: int) -> int:
+    """1-based number of the line that starts at byte ``offset`` (only for error messages)."""
+    count = 1
+    with path.open("rb") as f:
+        while offset > 0:
+            block = f.read(min(offset, 1 << 20))
+            if not block:
+                break
+            count += block.count(b"\n")
+            offset -= len(block)
+    return count
+
+
+def _foreign_id(path: Path, journal: Journal, cid: str, line: int) -> OutputConflictError:
+    return OutputConflictError(
+        f"{path} line {line}: custom_id {cid!r} is not a request of this batch (journal {journal.path}); "
+        "the file holds other results: choose a new -o, or delete that line"
+    )
+
+
 def _full_scan(path: Path, journal: Journal, report: ReconcileReport) -> None:
     """Rewrite the output keeping the first valid line per id; re-queue results it lacks."""
     temp = path.with_name(path.name + ".reconcile")
     seen: set[str] = set()
-    with path.open("rb") as src, temp.open("wb") as dst:
-        for raw in src:
-            record = _parse_record(raw)
-            if record is None or not raw.endswith(b"\n"):
-                report.torn_bytes += len(raw)
-                continue
-            cid = record["custom_id"]
-            if cid in seen:
-                report.dropped_duplicates += 1
-                continue
-            seen.add(cid)
-            if journal.status(cid) != DONE:
-                journal.adopt_done(cid, stats_from_record(record))
-                report.adopted.append(cid)
-            dst.write(raw)
-        dst.flush()
-        os.fsync(dst.fileno())
-        size = dst.tell()
+    adopt: list[tuple[str, DoneStats]] = []
+    try:
+        with path.open("rb") as src, temp.open("wb") as dst:
+            for number, raw in enumerate(src, start=1):
+                record = _parse_record(raw)
+                if record is None or not raw.endswith(b"\n"):
+                    report.torn_bytes += len(raw)
+                    continue
+                cid = record["custom_id"]
+                status = journal.status(cid)
+                if status is None:
+                    raise _foreign_id(path, journal, cid, number)
+                if cid in seen:
+                    report.dropped_duplicates += 1
+                    continue
+                seen.add(cid)
+                if status != DONE:
+                    adopt.append((cid, stats_from_record(record)))
+                dst.write(raw)
+            dst.flush()
+            os.fsync(dst.fileno())
+            size = dst.tell()
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    for cid, stats in adopt:
+        journal.adopt_done(cid, stats)
+        report.adopted.append(cid)
     os.replace(temp, path)
     missing = [cid for cid in journal.done_ids() if cid not in seen]
     report.lost = journal.reset_done(missing)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, iter_requests, scan_input
-from kimiflow.batch.journal import PENDING, DoneStats, Journal
+from kimiflow.batch.journal import PENDING, DoneStats, Journal, OutputConflictError
 from kimiflow.batch.limiter import RateLimiter, request_charge
 from kimiflow.batch.output import (
     ResultWriter,
@@ -170,8 +170,11 @@ async def run_batch(
         limiter = RateLimiter(limits, clock=clock, sleep=sleep)
 
     paths.output.parent.mkdir(parents=True, exist_ok=True)
+    journal_existed = paths.journal.exists()
     journal = Journal.open(paths.journal)
     try:
+        if not journal.is_bound:
+            _refuse_files_of_another_run(paths, journal, created=not journal_existed)
         params = {**defaults.as_params(), "skip_invalid": skip_invalid}
         journal.bind(scan.fingerprint, params)
         if journal.get_meta("registered") != "1":
@@ -282,6 +285,23 @@ async def _execute(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
         run.progress.stop()
+
+
+def _refuse_files_of_another_run(paths: BatchPaths, journal: Journal, *, created: bool) -> None:
+    """A new batch must not adopt, or truncate, a non-empty output or errors file it did not write.
+
+    Without a journal nothing tells this run's results from someone's notes or another batch's
+    answers (adopting those would skip requests and bypass the changed-parameters check).
+    """
+    for path, flag in ((paths.output, "-o"), (paths.errors, "--errors")):
+        if path.exists() and path.stat().st_size > 0:
+            journal.close()
+            if created:  # leave the directory as it was
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(paths.journal) + suffix).unlink(missing_ok=True)
+            raise OutputConflictError(
+                f"{path} exists but has no journal {paths.journal}: choose a new {flag} or delete the file"
+            )
 
 
 def _request_stop(run: _Run, status: str, message: str) -> None:
