@@ -22,7 +22,7 @@ from kimiflow.core.config import (
     mask_key,
     resolve_config,
 )
-from kimiflow.core.errors import APIError
+from kimiflow.core.errors import APIError, client_closed_error
 from kimiflow.core.options import CallOptions
 from kimiflow.core.requests import (
     RequestSpec,
@@ -82,6 +82,7 @@ class _BaseClient:
         self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock or time.monotonic
         self._owner = True  # False on with_options() copies, which share the owner's connection pool
+        self._closed = False
 
     def _apply_config(self, config: ClientConfig) -> None:
         self._config = config
@@ -193,6 +194,8 @@ class Kimi(_BaseClient):
         self.tokens = Tokens(self)
 
     def _get_transport(self) -> SyncTransport:
+        if self._closed:
+            raise client_closed_error("Kimi")
         if self._transport is None:
             from kimiflow.transport.sync import SyncTransport
 
@@ -281,6 +284,7 @@ class Kimi(_BaseClient):
 
     def close(self) -> None:
         """Close the connection pool (a ``with`` block does this for you)."""
+        self._closed = True
         if self._transport is not None and self._owner:
             self._transport.close()
 
@@ -333,6 +337,8 @@ class AsyncKimi(_BaseClient):
         self.tokens = AsyncTokens(self)
 
     def _get_transport(self) -> AsyncTransport:
+        if self._closed:
+            raise client_closed_error("AsyncKimi")
         if self._transport is None:
             from kimiflow.transport.aio import AsyncTransport
 
@@ -414,6 +420,7 @@ class AsyncKimi(_BaseClient):
 
     async def close(self) -> None:
         """Close the connection pool (an ``async with`` block does this for you)."""
+        self._closed = True
         if self._transport is not None and self._owner:
             await self._transport.close()
 

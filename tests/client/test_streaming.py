@@ -14,6 +14,7 @@ from kimiflow import (
     IncompleteStreamError,
     InternalServerError,
     Kimi,
+    KimiflowError,
     StreamError,
     StreamIdleTimeoutError,
     Timeouts,
@@ -191,14 +192,30 @@ def test_stream_never_retried_after_a_chunk_was_yielded(twin: Twin) -> None:
     assert twin.sleeps == []
 
 
-def test_async_client_survives_a_new_event_loop(sim: Any) -> None:
-    """One AsyncKimi used from two ``asyncio.run`` calls: the second gets a fresh connection pool."""
+def test_async_client_used_from_a_second_event_loop_says_what_to_do(sim: Any) -> None:
+    """aiohttp connections belong to one loop: another loop gets a clear error, not a second, stranded pool."""
     client = AsyncKimi(api_key=sim.api_key, base_url=sim.base_url)
+    first_loop = asyncio.new_event_loop()
+    try:
+        assert first_loop.run_until_complete(client.ask("你好", max_tokens=10))
+        with pytest.raises(KimiflowError, match="one AsyncKimi per event loop"):
+            asyncio.run(client.ask("你好", max_tokens=10))
+        first_loop.run_until_complete(client.close())
+    finally:
+        first_loop.close()
 
-    async def ask() -> str:
-        return await client.ask("你好", max_tokens=10)
 
-    first = asyncio.run(ask())
-    second = asyncio.run(ask())
-    asyncio.run(client.close())
-    assert first == second and first
+def test_a_closed_client_says_so(twin: Twin) -> None:
+    def body(c: Any) -> Any:
+        if twin.kind == "sync":
+            c.close()
+            return c.ask("你好")
+
+        async def closed_then_used() -> str:
+            await c.close()
+            return await c.ask("你好")
+
+        return closed_then_used()
+
+    with pytest.raises(KimiflowError, match="this client is closed"):
+        twin.run(body)

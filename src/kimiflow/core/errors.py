@@ -175,6 +175,13 @@ class IncompleteStreamError(StreamError):
     """The stream ended without ``data: [DONE]`` (Kimi: only ``[DONE]`` means complete)."""
 
 
+def client_closed_error(client_name: str) -> KimiflowError:
+    """The error for using a client after ``close()`` (or after its ``with`` block ended)."""
+    return KimiflowError(
+        f"this client is closed: create a new {client_name}() (a `with` block closes the client at its end, "
+        "and with_options() copies share their parent's connections)")
+
+
 _BY_TYPE: dict[str, type[APIStatusError]] = {
     "content_filter": ContentFilterError,
     "exceeded_current_quota_error": QuotaExceededError,

@@ -106,6 +106,7 @@ def error_from_response(
         error_type = parsed.error.type or None
     except (msgspec.DecodeError, msgspec.ValidationError):
         parsed = None
+        message, error_type = _loose_error_fields(body)
     if not message:
         text = body[:500].decode("utf-8", "replace").strip()
         message = text or f"HTTP {status} with an empty body"
@@ -118,9 +119,30 @@ def error_from_response(
         status_code=status,
         type=error_type,
         request_id=request_id,
-        body=parsed.to_dict() if parsed is not None else None,
+        body=parsed.to_dict() if parsed is not None else _json_or_none(body),
         retry_after=retry_after,
     )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return None
+
+
+def _loose_error_fields(body: bytes) -> tuple[str, str | None]:
+    """``error.message`` and ``error.type`` from a body the typed decoder rejected (odd field types)."""
+    try:
+        generic = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return "", None
+    error = generic.get("error") if isinstance(generic, dict) else None
+    if not isinstance(error, dict):
+        return "", None
+    message, error_type = error.get("message"), error.get("type")
+    return (message if isinstance(message, str) else "",
+            error_type if isinstance(error_type, str) and error_type else None)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -6,6 +6,7 @@ Imported lazily by ``AsyncKimi`` so that ``import kimiflow`` does not pay for ai
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -15,12 +16,16 @@ from kimiflow.core.errors import (
     APIConnectionError,
     APITimeoutError,
     DeadlineExceededError,
+    KimiflowError,
     StreamIdleTimeoutError,
+    client_closed_error,
 )
 from kimiflow.transport.base import Outgoing, RawResponse
 
 if TYPE_CHECKING:
     from kimiflow.core.config import ClientConfig
+
+_LARGE_BODY = 1024 * 1024
 
 
 def _timeout_error(exc: BaseException, outgoing: Outgoing, read: float, streaming: bool) -> APITimeoutError:
@@ -75,12 +80,18 @@ class AsyncTransport:
         self._owns_session = session is None
         self._session = session
         self._max_connections = config.max_connections
+        self._closed = False
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise client_closed_error("AsyncKimi")
         session = self._session
-        if session is not None and self._owns_session and session._loop is not asyncio.get_running_loop():
-            # The client outlived its event loop (e.g. two asyncio.run calls): that session is unusable.
-            session = None
+        if session is not None and not session.closed and session._loop is not asyncio.get_running_loop():
+            # aiohttp connections belong to one event loop; silently opening a second pool would strand
+            # the first one's sockets (the old loop cannot close them any more).
+            raise KimiflowError(
+                "this AsyncKimi was first used in another event loop: use one AsyncKimi per event loop, "
+                "created inside the loop that uses it (e.g. in your asyncio.run() main)")
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
             session = self._session = aiohttp.ClientSession(
@@ -99,7 +110,10 @@ class AsyncTransport:
                 form.add_field(upload.field, upload.content, filename=upload.filename,
                                content_type=upload.content_type)
             return {"headers": outgoing.headers, "data": form, "timeout": timeout, "allow_redirects": False}
-        return {"headers": outgoing.headers, "data": outgoing.body, "timeout": timeout, "allow_redirects": False}
+        raw = outgoing.body
+        # aiohttp warns (ResourceWarning) about large raw-bytes bodies; a stream it is happy with.
+        body = io.BytesIO(raw) if raw is not None and len(raw) > _LARGE_BODY else raw
+        return {"headers": outgoing.headers, "data": body, "timeout": timeout, "allow_redirects": False}
 
     async def send(self, outgoing: Outgoing) -> RawResponse:
         read = outgoing.read_timeout
@@ -126,5 +140,6 @@ class AsyncTransport:
         return AiohttpStreamResponse(response, outgoing, idle_timeout)
 
     async def close(self) -> None:
+        self._closed = True
         if self._owns_session and self._session is not None and not self._session.closed:
             await self._session.close()

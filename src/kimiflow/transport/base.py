@@ -4,7 +4,7 @@ kimiflow errors only (``APIConnectionError`` and its timeouts), never httpx/aioh
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from kimiflow.core.requests import UploadFile
@@ -16,7 +16,7 @@ class Outgoing:
 
     method: str
     url: str
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # carries the key: never in a repr or a traceback's locals
     body: bytes | None = None
     form: Mapping[str, str] | None = None
     files: tuple[UploadFile, ...] = ()

@@ -13,6 +13,7 @@ from kimiflow.core.errors import (
     APITimeoutError,
     DeadlineExceededError,
     StreamIdleTimeoutError,
+    client_closed_error,
 )
 from kimiflow.transport.base import Outgoing, RawResponse
 
@@ -81,7 +82,14 @@ class SyncTransport:
 
     @staticmethod
     def _timeout(outgoing: Outgoing, read: float) -> httpx.Timeout:
-        return httpx.Timeout(connect=outgoing.connect_timeout, read=read, write=read, pool=outgoing.connect_timeout)
+        connect = outgoing.connect_timeout
+        if outgoing.total_timeout is not None:
+            connect = min(connect, outgoing.total_timeout)  # the deadline bounds connecting too
+        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+    def _check_open(self) -> None:
+        if self._client.is_closed:
+            raise client_closed_error("Kimi")
 
     def _build(self, outgoing: Outgoing, read: float) -> httpx.Request:
         files = [(f.field, (f.filename, f.content, f.content_type)) for f in outgoing.files] or None
@@ -96,6 +104,7 @@ class SyncTransport:
         )
 
     def send(self, outgoing: Outgoing) -> RawResponse:
+        self._check_open()
         total = outgoing.total_timeout
         read = outgoing.read_timeout if total is None else min(outgoing.read_timeout, total)
         try:
@@ -122,6 +131,7 @@ class SyncTransport:
 
     def open_stream(self, outgoing: Outgoing, idle_timeout: float) -> HttpxStreamResponse:
         """Send and return once the response headers are in; the body is read by iterating."""
+        self._check_open()
         total = outgoing.total_timeout
         read = idle_timeout if total is None else min(idle_timeout, total)
         try:

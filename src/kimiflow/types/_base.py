@@ -48,7 +48,8 @@ def decode(data: bytes | str, into: type[T], *, keep_raw: bool = True) -> T:
     """
     decoder = _decoders.get(into)
     if decoder is None:
-        decoder = _decoders[into] = msgspec.json.Decoder(into)
+        # strict=False: a number sent as 3.0 or "3" still decodes (servers and gateways vary).
+        decoder = _decoders[into] = msgspec.json.Decoder(into, strict=False)
     obj: T = decoder.decode(data)
     if keep_raw:
         obj._raw = data  # type: ignore[attr-defined]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from kimiflow.types._base import WireModel
@@ -10,8 +12,9 @@ from kimiflow.types._base import WireModel
 class ErrorDetail(WireModel):
     message: str = ""
     type: str = ""
-    code: str | None = None
-    param: str | None = None
+    code: Any = None
+    """A string in Moonshot's schema; OpenAI-compatible gateways also send numbers."""
+    param: Any = None
 
 
 class ErrorBody(WireModel):
