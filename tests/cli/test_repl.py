@@ -123,6 +123,44 @@ def test_interrupted_answer_keeps_what_was_shown(client, store) -> None:
     assert row.interrupted and row.answer == reply.content
 
 
+def test_interrupted_answer_usage_is_unknown_not_zero(client, store, run) -> None:
+    def impatient(text: str) -> None:
+        raise KeyboardInterrupt
+
+    convo = _convo(client, store, params={"max_tokens": 40})
+    answered = convo.send("你好")
+    reply = convo.send("讲个长故事", on_text=impatient)
+    assert reply.interrupted and reply.content and not reply.cancelled
+    # The usage trailer never arrived: unknown, which is not the same as free.
+    assert reply.usage is None and reply.cost_cny is None
+    row = store.recent(limit=1)[0]
+    assert row.prompt_tokens is None and row.completion_tokens is None and row.total_tokens is None
+    assert row.cost_cny is None
+    assert answered.usage is not None
+    assert convo.totals.describe() == (
+        f"2 requests: {answered.usage.prompt_tokens} prompt + {answered.usage.completion_tokens} completion "
+        f"tokens, cost ¥{answered.cost_cny:.6f} (usage unknown for 1 interrupted, not included)"
+    )
+    shown = run("logs", "-n", "1").stdout
+    assert "tokens unknown" in shown and "cost unknown" in shown and "interrupted" in shown
+    assert "0 prompt" not in shown and "¥0.000000" not in shown
+
+
+def test_an_api_error_names_the_url_the_chat_is_using(store, capsys, monkeypatch) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "https://api.moonshot.cn/v1")  # not what the client uses
+    url = f"http://127.0.0.1:{port}/v1"
+    with Kimi(api_key="sk-sim-kimiflow-local-0000000000000000", base_url=url, max_retries=0) as down:
+        Repl(_convo(down, store), Script("你好")).run()
+    err = capsys.readouterr().err
+    assert f"nothing is answering at {url}: is the simulator running?" in err
+    assert "api.moonshot.cn" not in err
+
+
 def test_thinking_model_shows_reasoning_and_sends_it_back(client, store, capsys) -> None:
     convo = Conversation(client, model="kimi-k2-thinking", params={"max_tokens": 60}, store=store)
     Repl(convo, Script("1+1=?", "再想想")).run()

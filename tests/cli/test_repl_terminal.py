@@ -1,5 +1,6 @@
 """The interactive chat in a real terminal (a pty via pexpect) against ``kimiflow sim`` in a subprocess:
-type a prompt, watch the answer stream, Ctrl-C mid-answer, /reset, Ctrl-D."""
+type a prompt, watch the answer stream, Ctrl-C mid-answer, Ctrl-C before the first token then a
+follow-up, /reset, Ctrl-D."""
 
 from __future__ import annotations
 
@@ -71,7 +72,19 @@ def test_interactive_chat_in_a_terminal(realistic_sim, tmp_path: Path) -> None:
         child.expect(r"\[interrupted\]", timeout=10)
         child.expect(PROMPT)
 
-        # 3. /reset, then Ctrl-D leaves cleanly.
+        # 3. Ctrl-C before the first token (~0.3-0.7 s away) cancels the turn; the chat stays usable.
+        child.sendline("never mind this one")
+        child.expect(SUBMITTED)
+        child.expect(pexpect.TIMEOUT, timeout=0.1)
+        child.sendintr()
+        child.expect(r"\[cancelled\]", timeout=10)
+        child.expect(PROMPT)
+        child.sendline("and a follow-up")
+        child.expect(SUBMITTED)
+        child.expect(PROMPT, timeout=15)
+        follow_up = _visible(child.before).strip()
+
+        # 4. /reset, then Ctrl-D leaves cleanly.
         child.sendline("/reset")
         child.expect("Conversation reset.")
         child.expect(PROMPT)
@@ -81,7 +94,7 @@ def test_interactive_chat_in_a_terminal(realistic_sim, tmp_path: Path) -> None:
         child.close()
     assert child.exitstatus == 0, child.before
 
-    first, second = reversed(LogStore(home / "logs.db").recent())
+    first, second, third = reversed(LogStore(home / "logs.db").recent())
     assert first.prompt == "hello there" and not first.interrupted
     assert 0 < first.completion_tokens <= 120
     # The screen showed the logged answer: a first part early, all of it before the next prompt.
@@ -92,3 +105,8 @@ def test_interactive_chat_in_a_terminal(realistic_sim, tmp_path: Path) -> None:
     assert second.interrupted
     assert 0 < len(second.answer) < len(first.answer)
     assert (home / "chat_history").read_text(encoding="utf-8").count("hello there") == 1
+    # The cancelled turn left no trace, and the follow-up (with the history before it) was answered.
+    assert third.prompt == "and a follow-up" and not third.interrupted
+    assert third.conversation_id == first.conversation_id
+    assert third.answer and follow_up == third.answer.strip()
+    assert "Error" not in follow_up

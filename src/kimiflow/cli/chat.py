@@ -127,11 +127,11 @@ def _ask_once(convo: Conversation, prompt: str, *, stream: bool, as_json: bool, 
     elif reply.content and not reply.content.endswith("\n"):
         click.echo()
     if reply.interrupted:
-        click.echo("[interrupted]", err=True)
+        click.echo("[cancelled]" if reply.cancelled else "[interrupted]", err=True)
     if show_usage:
         usage = reply.usage
         tokens = format_usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) if usage \
-            else "usage not reported"
+            else format_usage(None, None, None)
         click.echo(f"Usage: {tokens}, cost {format_cost(reply.cost_cny)}, {reply.latency_ms:.0f} ms"
                    + (f", request {reply.request_id}" if reply.request_id else ""), err=True)
     if reply.interrupted:

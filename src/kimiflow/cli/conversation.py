@@ -24,16 +24,29 @@ TextSink = Callable[[str], None]
 
 @dataclass
 class Reply:
-    """One answer: its text, reasoning, usage, cost, timing and whether Ctrl-C cut it short."""
+    """One answer: its text, reasoning, usage, cost, timing and whether Ctrl-C cut it short.
+
+    ``usage`` and ``cost_cny`` are ``None`` when unknown: an answer interrupted before Kimi sent
+    its usage has no token count, and 0 would be a lie (the prompt was probably billed).
+
+    >>> reply = convo.send("你好")
+    >>> reply.cancelled, reply.usage is None
+    (False, False)
+    """
 
     content: str
     reasoning: str | None
     completion: ChatCompletion | None
     usage: Usage | None
-    cost_cny: float
+    cost_cny: float | None
     latency_ms: float
     request_id: str | None
     interrupted: bool = False
+
+    @property
+    def cancelled(self) -> bool:
+        """Interrupted before anything arrived: nothing was answered, so nothing is kept or logged."""
+        return self.interrupted and not self.content and not self.reasoning
 
 
 @dataclass
@@ -44,13 +57,27 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_cny: float = 0.0
+    unknown_usage: int = 0
+    """Requests whose usage never arrived (interrupted): not counted in the sums above."""
 
     def add(self, reply: Reply) -> None:
         self.requests += 1
-        if reply.usage is not None:
-            self.prompt_tokens += reply.usage.prompt_tokens
-            self.completion_tokens += reply.usage.completion_tokens
-        self.cost_cny += reply.cost_cny
+        if reply.usage is None:
+            self.unknown_usage += 1
+            return
+        self.prompt_tokens += reply.usage.prompt_tokens
+        self.completion_tokens += reply.usage.completion_tokens
+        self.cost_cny += reply.cost_cny or 0.0
+
+    def describe(self) -> str:
+        """``2 requests: 40 prompt + 25 completion tokens, cost ¥0.000780`` (plus the unknown ones)."""
+        from kimiflow.cli.output import format_cost
+
+        line = (f"{self.requests} requests: {self.prompt_tokens} prompt + {self.completion_tokens} completion "
+                f"tokens, cost {format_cost(self.cost_cny)}")
+        if self.unknown_usage:
+            line += f" (usage unknown for {self.unknown_usage} interrupted, not included)"
+        return line
 
 
 @dataclass
@@ -98,6 +125,10 @@ class Conversation:
 
         Ctrl-C while streaming ends the answer early: the reply is returned with ``interrupted``
         set and what arrived so far, which also stays in the history (it is what the user saw).
+        Ctrl-C before anything arrived cancels the turn: the reply is ``cancelled`` and neither the
+        history nor the log keeps it. An answer with no content (cut off while still reasoning) is
+        logged but kept out of the history, because Kimi rejects an assistant turn with empty
+        content with a 400 on every later request.
         """
         messages = self.messages_for(prompt)
         started = self.clock()
@@ -110,11 +141,10 @@ class Conversation:
                 on_reasoning(reply.reasoning)
             if on_text and reply.content:
                 on_text(reply.content)
-        assistant: MessageParam = {"role": "assistant", "content": reply.content}
-        if reply.reasoning:
-            assistant["reasoning_content"] = reply.reasoning
-        self.history += [{"role": "user", "content": prompt}, assistant]
         self.totals.add(reply)
+        if reply.cancelled:
+            return reply
+        self.history += _turn(prompt, reply.content, reply.reasoning)
         self._log(prompt, reply)
         return reply
 
@@ -147,7 +177,7 @@ class Conversation:
             reasoning=message.reasoning_content if message else None,
             completion=completion,
             usage=usage,
-            cost_cny=usage_cost_cny(completion.model or self.model, usage),
+            cost_cny=None if usage is None else usage_cost_cny(completion.model or self.model, usage),
             latency_ms=(self.clock() - started) * 1000,
             request_id=request_id,
             interrupted=interrupted,
@@ -187,10 +217,8 @@ class Conversation:
         if self.system is None:
             self.system = last.system
         for exchange in exchanges:
-            assistant: MessageParam = {"role": "assistant", "content": exchange.answer}
-            if exchange.reasoning:
-                assistant["reasoning_content"] = exchange.reasoning
-            self.history += [{"role": "user", "content": exchange.prompt}, assistant]
+            # Older logs hold empty answers (Ctrl-C before the first token); _turn leaves them out.
+            self.history += _turn(exchange.prompt, exchange.answer, exchange.reasoning)
 
     def transcript(self) -> str:
         """The conversation as Markdown, for ``/save``."""
@@ -202,3 +230,17 @@ class Conversation:
                 lines += [f"> _thinking:_ {message['reasoning_content']}", ""]
             lines += [f"**{message['role']}:** {message.get('content') or ''}", ""]
         return "\n".join(lines)
+
+
+def _turn(prompt: str, answer: str, reasoning: str | None) -> list[MessageParam]:
+    """The history messages of one exchange; none when there is no answer to send back.
+
+    Kimi answers 400 ("must not have empty content") to an assistant message without content,
+    and would do so on every later request of the conversation, so such a turn is dropped whole.
+    """
+    if not answer:
+        return []
+    assistant: MessageParam = {"role": "assistant", "content": answer}
+    if reasoning:
+        assistant["reasoning_content"] = reasoning
+    return [{"role": "user", "content": prompt}, assistant]

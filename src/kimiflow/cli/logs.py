@@ -42,7 +42,7 @@ def logs(count: int, query: str | None, as_json: bool, show_path: bool) -> None:
             exchange.model,
             f"conversation {exchange.conversation_id[:8]}",
             format_usage(exchange.prompt_tokens, exchange.completion_tokens, exchange.total_tokens),
-            format_cost(exchange.cost_cny),
+            format_cost(exchange.cost_cny) if exchange.cost_cny is not None else "cost unknown",
         ]
         if exchange.latency_ms is not None:
             facts.append(f"{exchange.latency_ms:.0f} ms")

@@ -63,12 +63,18 @@ def format_cost(cny: float | None) -> str:
     '¥0.000184'
     """
     if cny is None:
-        return "-"
+        return "unknown"
     return f"¥{cny:.6f}" if cny < 1 else f"¥{cny:.2f}"
 
 
 def format_usage(prompt_tokens: int | None, completion_tokens: int | None, total_tokens: int | None) -> str:
-    """``12 prompt + 30 completion = 42 tokens``."""
+    """``12 prompt + 30 completion = 42 tokens``, or ``tokens unknown`` when usage never arrived.
+
+    >>> format_usage(12, 30, 42), format_usage(None, None, None)
+    ('12 prompt + 30 completion = 42 tokens', 'tokens unknown')
+    """
+    if prompt_tokens is None and completion_tokens is None and total_tokens is None:
+        return "tokens unknown"  # an interrupted answer: 0 would claim it cost nothing
     return f"{prompt_tokens or 0} prompt + {completion_tokens or 0} completion = {total_tokens or 0} tokens"
 
 

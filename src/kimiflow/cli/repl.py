@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from kimiflow.cli.conversation import Conversation
-from kimiflow.cli.output import AnswerPrinter, format_cost
+from kimiflow.cli.output import AnswerPrinter
 from kimiflow.core.errors import KimiflowError
 
 ReadLine = Callable[[str], str]
@@ -111,12 +111,13 @@ class Repl:
         except KimiflowError as exc:
             # One failed request (a wrong /model, a network blip) must not end the conversation.
             from kimiflow.cli.boundary import describe_error
-            from kimiflow.cli.settings import resolve
 
-            click.echo(f"\nError: {describe_error(exc, base_url=resolve('base_url') or '')}", err=True)
+            click.echo(f"\nError: {describe_error(exc, base_url=self.convo.client.base_url)}", err=True)
             return
         click.echo()
-        if reply.interrupted:
+        if reply.cancelled:
+            click.echo("[cancelled]")  # Ctrl-C before the first token: the turn is forgotten
+        elif reply.interrupted:
             click.echo("[interrupted]")
 
     def command(self, text: str) -> str | None:
@@ -149,11 +150,7 @@ class Repl:
                 except OSError as exc:
                     click.echo(f"Cannot save to {arg}: {exc.strerror or exc}")
         elif name == "/usage":
-            t = convo.totals
-            click.echo(
-                f"{t.requests} requests: {t.prompt_tokens} prompt + {t.completion_tokens} completion tokens, "
-                f"cost {format_cost(t.cost_cny)}"
-            )
+            click.echo(convo.totals.describe())
         else:
             click.echo(f"Unknown command {name}; /help lists them.")
         return None
