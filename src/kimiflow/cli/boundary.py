@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
+import click
+
 from kimiflow.cli.settings import NO_KEY_HELP
 from kimiflow.core.catalog import MODELS
 from kimiflow.core.errors import (
@@ -90,21 +92,47 @@ def describe_error(exc: KimiflowError, *, base_url: str) -> str:
     return redact(line)
 
 
-def report_error(exc: BaseException, *, debug: bool) -> None:
+def command_base_url(ctx: click.Context) -> str | None:
+    """The ``--base-url`` the failing command was given (``kimiflow batch --base-url X``), if any.
+
+    The group remembers which command it ran and with which arguments; they are parsed again,
+    leniently, because the command's own context is gone once its exception reaches the group.
+
+    >>> command_base_url(ctx)  # after `kimiflow batch in.jsonl -o out.jsonl --base-url http://h/v1`
+    'http://h/v1'
+    """
+    from kimiflow.cli.main import INVOKED_KEY
+
+    invoked = ctx.meta.get(INVOKED_KEY)
+    if invoked is None:
+        return None
+    name, command, args = invoked
+    if command is None or not any(param.name == "base_url" for param in command.params):
+        return None
+    try:
+        sub = command.make_context(name, list(args), parent=ctx, resilient_parsing=True)
+    except (click.ClickException, click.exceptions.Exit):
+        return None
+    value = sub.params.get("base_url")
+    return value if isinstance(value, str) and value else None
+
+
+def report_error(exc: BaseException, *, debug: bool, ctx: click.Context | None = None) -> None:
     """Turn a kimiflow error into one line on stderr and exit 1; return for anything else.
 
-    Called by the command group around every command. With ``debug`` the error is left alone so
-    the caller re-raises it and the traceback shows.
+    Called by the command group around every command, with the group's ``ctx`` so that the URL in
+    the message is the one the failing command used (its ``--base-url``, else the settings'). With
+    ``debug`` the error is left alone so the caller re-raises it and the traceback shows.
     """
-    import click
-
     if not isinstance(exc, KimiflowError) or debug_enabled(debug):
         return
-    try:
-        from kimiflow.cli.settings import resolve
+    base_url = command_base_url(ctx) if ctx is not None else None
+    if base_url is None:
+        try:
+            from kimiflow.cli.settings import resolve
 
-        base_url = resolve("base_url") or ""
-    except KimiflowError:
-        base_url = ""
+            base_url = resolve("base_url") or ""
+        except KimiflowError:
+            base_url = ""
     click.echo(f"Error: {describe_error(exc, base_url=base_url)}", err=True)
     raise click.exceptions.Exit(EXIT_ERROR)

@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+INVOKED_KEY = "kimiflow.invoked"
+"""``ctx.meta`` key: the (name, command, arguments) the group is running, for the error boundary."""
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported only when needed."""
 
@@ -45,6 +49,14 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        # Kept so the error boundary can read the failing command's own options (its --base-url).
+        ctx.meta[INVOKED_KEY] = (name, command, list(rest))
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -52,7 +64,7 @@ class LazyGroup(click.Group):
             # The error boundary is imported only when something failed, so --help stays fast.
             from kimiflow.cli.boundary import report_error
 
-            report_error(exc, debug=bool(ctx.params.get("debug")))
+            report_error(exc, debug=bool(ctx.params.get("debug")), ctx=ctx)
             raise
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
