@@ -27,7 +27,24 @@ def chat_kimi(problem: str) -> str:
     return response.choices[0].message.content or ""
 
 
+def read_question() -> str:
+    """The question from the command line, else one line typed (or piped) in."""
+    if len(sys.argv) > 1:
+        return sys.argv[1]
+    try:
+        # The "user:" prompt only makes sense to a person at a terminal.
+        question = input("user:" if sys.stdin.isatty() else "")
+    except EOFError:
+        question = ""
+    if not question.strip():
+        # No argument and nothing on stdin (e.g. run from a script): say how to call it, no traceback.
+        print('usage: python examples/sync_chat.py "QUESTION"  (or type the question at a terminal)',
+              file=sys.stderr)
+        raise SystemExit(2)
+    return question
+
+
 if __name__ == "__main__":
-    question = sys.argv[1] if len(sys.argv) > 1 else input("user:")
+    question = read_question()
     print(f"Kimi:{chat_kimi(question)}")
     # The same in one call: client.ask(question, system="你是一位語言藝術大師")

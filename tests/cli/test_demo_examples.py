@@ -70,14 +70,36 @@ def _run_example(name: str, args: list[str], env: dict[str, str]) -> subprocess.
     return result
 
 
-def test_sync_example_prints_the_answer(sim, example_env) -> None:
+def _sync_answer(sim, question: str) -> str | None:
     with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
-        expected = client.chat.completions.create(
+        return client.chat.completions.create(
             model="moonshot-v1-8k",
-            messages=[{"role": "system", "content": "你是一位語言藝術大師"}, {"role": "user", "content": "你好"}],
+            messages=[{"role": "system", "content": "你是一位語言藝術大師"}, {"role": "user", "content": question}],
             temperature=0.5, max_tokens=1024,
         ).choices[0].message.content
+
+
+def test_sync_example_prints_the_answer(sim, example_env) -> None:
+    expected = _sync_answer(sim, "你好")
     assert _run_example("sync_chat.py", ["你好"], example_env).stdout == f"Kimi:{expected}\n"
+
+
+def test_sync_example_without_a_question_prints_a_usage_line(example_env) -> None:
+    result = subprocess.run([sys.executable, str(EXAMPLES / "sync_chat.py")], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, env=example_env, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith('usage: python examples/sync_chat.py "QUESTION"')
+    assert result.stdout == ""
+
+
+def test_sync_example_reads_a_piped_question(sim, example_env) -> None:
+    expected = _sync_answer(sim, "講個冷笑話吧")
+    result = subprocess.run([sys.executable, str(EXAMPLES / "sync_chat.py")], input="講個冷笑話吧\n",
+                            capture_output=True, text=True, env=example_env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"Kimi:{expected}\n"  # no "user:" prompt in the output of a pipe
 
 
 def test_async_example_answers_every_question(example_env) -> None:
