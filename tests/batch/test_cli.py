@@ -69,3 +69,25 @@ def test_failures_exit_2_and_the_api_key_flag_is_never_echoed(tmp_path: Path) ->
     assert server.api_key not in result.output
     assert server.api_key not in (tmp_path / "o.errors.jsonl").read_text()
     assert server.api_key not in (tmp_path / "o.summary.json").read_text()
+
+
+def test_a_wrong_key_stops_with_exit_4_and_says_to_check_the_key(tmp_path: Path, sim_env: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-typo-typo-typo-1234")
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(30))
+    result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(tmp_path / "o.jsonl"), "--tier", "3",
+                                      "-m", "moonshot-v1-8k"])
+    assert result.exit_code == 4, result.output
+    assert "auth_failed: 0/30 succeeded, 0 failed, 30 not done" in result.output
+    assert "API key was rejected" in result.output and "api.moonshot.ai" in result.output
+    assert "sk-typo-typo-typo-1234" not in result.output
+
+
+def test_existing_output_without_journal_is_one_line_error(tmp_path: Path, sim_env: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(2))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep\n")
+    result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(notes), "--tier", "3", "-m", "moonshot-v1-8k"])
+    assert result.exit_code == 1
+    assert f"{notes} exists but has no journal" in result.output and "choose a new -o" in result.output
+    assert "Traceback" not in result.output and notes.read_text() == "keep\n"

@@ -33,9 +33,12 @@ from kimiflow.batch.output import (
 )
 from kimiflow.batch.progress import NullProgress, Progress
 from kimiflow.batch.summary import (
+    AUTH_FAILED,
     COMPLETED,
     INTERRUPTED,
+    PERMISSION_DENIED,
     QUOTA_EXCEEDED,
+    UNREACHABLE,
     BatchSummary,
     RunStats,
     build_summary,
@@ -43,20 +46,24 @@ from kimiflow.batch.summary import (
 from kimiflow.core.errors import (
     APIConnectionError,
     APIStatusError,
-    InternalServerError,
+    APITimeoutError,
+    AuthenticationError,
     KimiflowError,
+    PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
 )
 from kimiflow.core.pricing import usage_cost_cny
 from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
+from kimiflow.core.retry import is_retryable
 
 DEFAULT_WORKERS = 64
 """Workers when no concurrency limit is set."""
 MAX_WORKERS = 1000
-TRANSIENT_STATUSES = frozenset({408, 409, 500, 502, 503, 504})
 MAX_RATE_LIMITED_RETRIES = 20
 """A request answered 429 more often than this fails (a limit far tighter than configured)."""
+UNREACHABLE_AFTER = 10
+"""Requests that in a row end unable to connect (no success since) before the run stops."""
 
 
 class BatchInputError(KimiflowError):
@@ -110,6 +117,14 @@ class _Run:
     rng: random.Random = field(default_factory=random.Random)
     sending: set[asyncio.Task[Any]] = field(default_factory=set)
     """Workers whose request is on the wire right now: only these get the grace period on a stop."""
+    base_url: str = "the API"
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the run's first request has finished: until then it goes alone (see ``_worker``)."""
+    probing: bool = False
+    unreachable_after: int = UNREACHABLE_AFTER
+    unreachable: list[tuple[BatchRequest, APIConnectionError, int, float]] = field(default_factory=list)
+    """Requests that gave up unable to connect since the server last answered: failed once it answers
+    again (or the run ends), left pending if ``unreachable_after`` of them pile up and the run stops."""
 
 
 async def run_batch(
@@ -135,6 +150,7 @@ async def run_batch(
     retry_failed: bool = False,
     skip_invalid: bool = False,
     grace_seconds: float = 30.0,
+    unreachable_after: int = UNREACHABLE_AFTER,
     progress: Progress | None = None,
     handle_signals: bool = False,
     stop: asyncio.Event | None = None,
@@ -149,10 +165,14 @@ async def run_batch(
 
     Running it again with the same arguments finishes only what is missing. Limits come from
     ``limiter``, else ``limits``, else ``tier`` (default 0) with explicit numbers overriding.
-    ``stop`` (an event) or, with ``handle_signals``, Ctrl-C stops the run gracefully.
+    ``stop`` (an event) or, with ``handle_signals``, Ctrl-C stops the run gracefully. A rejected key
+    (401), a permission error (403), a quota error or ``unreachable_after`` requests in a row unable
+    to connect stop it too, leaving the requests not yet done pending for the next run.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+    if unreachable_after < 1:
+        raise ValueError(f"unreachable_after must be at least 1, got {unreachable_after}")
     paths = BatchPaths.for_output(input, output, errors)
     if paths.output.resolve() == paths.input.resolve():
         raise ValueError("the output file must not be the input file; choose another -o")
@@ -196,7 +216,8 @@ async def run_batch(
             client = client.with_options(max_retries=0)
         writer = ResultWriter(paths.output, paths.errors, journal)
         run = _Run(journal, writer, limiter, client, progress or NullProgress(), max_attempts, clock, sleep,
-                   stop=stop or asyncio.Event())
+                   stop=stop or asyncio.Event(), base_url=str(getattr(client, "base_url", "the API")),
+                   unreachable_after=unreachable_after)
         if repair.changed:
             run.progress.note(
                 f"repaired the output after an interrupted run: {len(repair.adopted)} result(s) kept, "
@@ -284,6 +305,7 @@ async def _execute(
         if handle_signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
+        _settle_unreachable(run)
         run.progress.stop()
 
 
@@ -360,7 +382,29 @@ async def _worker(run: _Run, queue: asyncio.Queue[BatchRequest | None]) -> None:
             return
         if run.stop.is_set():
             return
+        if not run.opened.is_set():
+            # The first request goes alone: a wrong key, a wrong base URL or a model the key may not
+            # use then costs one rejected request, not a whole concurrency window of them.
+            if not run.probing:
+                run.probing = True
+                try:
+                    await _process(run, request)
+                finally:
+                    run.opened.set()
+                continue
+            await _first_of(run.opened, run.stop)
+            if run.stop.is_set():
+                return  # never marked in flight: it simply stays pending
         await _process(run, request)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _process(run: _Run, request: BatchRequest) -> None:
@@ -391,8 +435,13 @@ async def _process(run: _Run, request: BatchRequest) -> None:
                     _request_stop(run, QUOTA_EXCEEDED, f"stopped: the account's quota is exhausted ({exc}); "
                                   "top up the balance, then run the same command again")
                     return
+                except (AuthenticationError, PermissionDeniedError) as exc:
+                    # The same key fails every request alike: stop instead of failing the whole input.
+                    _request_stop(run, *_access_denied(exc, run.base_url))
+                    return
                 except RateLimitError as exc:
                     latency = (run.clock() - sent_at) * 1000
+                    _server_answered(run)
                     run.stats.rate_limited += 1
                     rate_limited += 1
                     run.limiter.report_rate_limited(exc.retry_after)
@@ -404,15 +453,22 @@ async def _process(run: _Run, request: BatchRequest) -> None:
                     retry, delay = True, 0.0 if exc.retry_after is not None else _backoff(rate_limited, run.rng)
                 except (APIStatusError, APIConnectionError) as exc:
                     latency = (run.clock() - sent_at) * 1000
+                    if isinstance(exc, APIStatusError):
+                        _server_answered(run)
                     transient_failures += 1
-                    if not _transient(exc) or transient_failures >= run.max_attempts:
-                        _fail(run, request, exc, attempts, latency)
+                    # Rate limits and quota were handled above, so the core's table decides the rest.
+                    if not is_retryable(exc) or transient_failures >= run.max_attempts:
+                        if isinstance(exc, APIConnectionError) and _cannot_connect(exc):
+                            _unreachable(run, request, exc, attempts, latency)
+                        else:
+                            _fail(run, request, exc, attempts, latency)
                         finished = True
                         return
                     retry, delay = True, _backoff(transient_failures, run.rng)
                 else:
                     latency = (run.clock() - sent_at) * 1000
                     slot.settle(resp.usage)
+                    _server_answered(run)
                 finally:
                     run.sending.discard(task)
             if not retry:
@@ -446,10 +502,52 @@ async def _process(run: _Run, request: BatchRequest) -> None:
             journal.mark_pending(cid)
 
 
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, (InternalServerError, APIConnectionError)):
-        return True
-    return isinstance(exc, APIStatusError) and exc.status_code in TRANSIENT_STATUSES
+def _access_denied(exc: AuthenticationError | PermissionDeniedError, base_url: str) -> tuple[str, str]:
+    """Summary status and message for a key the server will not accept."""
+    platforms = ("keys from platform.moonshot.cn work only with https://api.moonshot.cn/v1, keys from "
+                 "platform.moonshot.ai only with https://api.moonshot.ai/v1")
+    if isinstance(exc, AuthenticationError):
+        return AUTH_FAILED, (
+            f"stopped: the API key was rejected ({exc}); nothing more was sent. Check MOONSHOT_API_KEY "
+            f"(or --api-key) and that it belongs to {base_url}: {platforms}. Then run the same command again"
+        )
+    return PERMISSION_DENIED, (
+        f"stopped: permission denied ({exc}); nothing more was sent. Check that the key may use this model "
+        f"and endpoint and that it belongs to {base_url} ({platforms}). Then run the same command again"
+    )
+
+
+def _cannot_connect(exc: APIConnectionError) -> bool:
+    # A timeout means the server was reached but slow; only refused/reset/DNS failures count here.
+    return not isinstance(exc, APITimeoutError)
+
+
+def _server_answered(run: _Run) -> None:
+    """An HTTP response arrived: the connection failures before it were the requests' own, so fail them."""
+    if run.unreachable:
+        _settle_unreachable(run)
+
+
+def _unreachable(run: _Run, request: BatchRequest, exc: APIConnectionError, attempts: int, latency: float) -> None:
+    """A request gave up unable to connect: hold its verdict until the server answers or the run stops."""
+    if run.stop.is_set():
+        run.journal.mark_pending(request.custom_id)
+        return
+    run.unreachable.append((request, exc, attempts, latency))
+    if len(run.unreachable) < run.unreachable_after:
+        return
+    _request_stop(run, UNREACHABLE, f"stopped: cannot reach {run.base_url}: {exc}; nothing more was sent; "
+                  "re-run the same command when it is reachable")
+    for held, *_ in run.unreachable:
+        run.journal.mark_pending(held.custom_id)
+    run.unreachable.clear()
+
+
+def _settle_unreachable(run: _Run) -> None:
+    """The held connection failures become ordinary failures (the run goes on or ends normally)."""
+    held, run.unreachable = run.unreachable, []
+    for request, exc, attempts, latency in held:
+        _fail(run, request, exc, attempts, latency)
 
 
 def _backoff(attempt: int, rng: random.Random) -> float:
@@ -462,7 +560,7 @@ def _fail(run: _Run, request: BatchRequest, exc: BaseException, attempts: int, l
     status = getattr(exc, "status_code", None)
     code = getattr(exc, "type", None) or type(exc).__name__
     reason = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, APIConnectionError) or (status is not None and _transient(exc)):
+    if is_retryable(exc):
         reason = f"gave up after {attempts} attempt(s): {reason}"
     record = failure_record(
         request.custom_id, reason, code=str(code), status_code=status,

@@ -15,6 +15,8 @@ from typing import Any
 from kimiflow.batch.journal import Journal
 
 COMPLETED, INTERRUPTED, QUOTA_EXCEEDED = "completed", "interrupted", "quota_exceeded"
+AUTH_FAILED, PERMISSION_DENIED, UNREACHABLE = "auth_failed", "permission_denied", "unreachable"
+"""Statuses of a run stopped because the key was rejected, lacked permission, or the server was down."""
 
 
 @dataclass

@@ -108,6 +108,10 @@ def batch(
     click.echo(f"summary: {BatchPaths.for_output(input_path, output, errors).summary}", err=True)
     if summary.status == "quota_exceeded":
         raise click.exceptions.Exit(3)
+    if summary.status in ("auth_failed", "permission_denied"):
+        raise click.exceptions.Exit(4)
+    if summary.status == "unreachable":
+        raise click.exceptions.Exit(5)
     if summary.status == "interrupted":
         raise click.exceptions.Exit(130)
     if summary.failed:
