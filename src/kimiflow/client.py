@@ -273,6 +273,7 @@ class Kimi(_BaseClient):
 
         >>> Kimi().ask("你好", system="你是一位語言藝術大師")
         """
+        endpoints.reject_stream_in_ask(params)
         resp = self.chat.completions.create(model=model or DEFAULT_MODEL,
                                             messages=endpoints.ask_messages(prompt, system),  # type: ignore[arg-type]
                                             **params)
@@ -409,6 +410,7 @@ class AsyncKimi(_BaseClient):
 
     async def ask(self, prompt: str, system: str | None = None, model: str | None = None, **params: Any) -> str:
         """One question, one answer: ``await AsyncKimi().ask("你好")``."""
+        endpoints.reject_stream_in_ask(params)
         resp = await self.chat.completions.create(model=model or DEFAULT_MODEL,
                                                   messages=endpoints.ask_messages(prompt, system),  # type: ignore[arg-type]
                                                   **params)

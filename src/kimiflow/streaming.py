@@ -178,6 +178,11 @@ class Stream(Generic[T]):
     def accumulator(self) -> ChatCompletionAccumulator:
         return self._state.accumulator
 
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts it took to open this stream (1 = no retry)."""
+        return self._state.attempts
+
     def _iterate(self) -> Iterator[ChatCompletionChunk]:
         state = self._state
         try:
@@ -250,6 +255,11 @@ class AsyncStream(Generic[T]):
     def accumulator(self) -> ChatCompletionAccumulator:
         return self._state.accumulator
 
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts it took to open this stream (1 = no retry)."""
+        return self._state.attempts
+
     async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
         state = self._state
         try:
@@ -302,10 +312,55 @@ class AsyncStream(Generic[T]):
             self.close()
 
 
+class _HelperPieces:
+    """Choice 0's text for the helper streams, split into reasoning and answer.
+
+    ``reasoning_stream`` ends where the answer begins; the first answer piece it had to read is held
+    so that ``text_stream`` starts with it instead of losing it.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def reasoning(self, chunk: ChatCompletionChunk) -> tuple[list[str], bool]:
+        """Reasoning pieces in ``chunk``, and whether the answer has begun."""
+        pieces: list[str] = []
+        answer_began = False
+        for choice in chunk.choices:
+            if choice.index == 0:
+                if choice.delta.reasoning_content:
+                    pieces.append(choice.delta.reasoning_content)
+                if choice.delta.content:
+                    self.held.append(choice.delta.content)
+                    answer_began = True
+        return pieces, answer_began
+
+    def take_held(self) -> list[str]:
+        held, self.held = self.held, []
+        return held
+
+    @staticmethod
+    def text(chunk: ChatCompletionChunk) -> str | None:
+        for choice in chunk.choices:
+            if choice.index == 0 and choice.delta.content:
+                return choice.delta.content
+        return None
+
+
+def _final(completion: ChatCompletion, request_id: str | None, attempts: int) -> ChatCompletion:
+    setattr(completion, "_request_id", request_id)  # noqa: B010 - extra attrs on dict=True structs
+    setattr(completion, "_attempts", attempts)  # noqa: B010
+    return completion
+
+
 class ChatCompletionStream:
     """The ``stream()`` helper: text as it arrives, then the whole accumulated completion.
 
-    >>> with client.chat.completions.stream(model="moonshot-v1-8k", messages=msgs) as s:
+    >>> with client.chat.completions.stream(model="kimi-k2-thinking", messages=msgs) as s:
+    ...     for thought in s.reasoning_stream:     # thinking models: ends where the answer begins
+    ...         print(thought, end="")
     ...     for text in s.text_stream:
     ...         print(text, end="")
     ...     final = s.get_final_completion()
@@ -313,25 +368,34 @@ class ChatCompletionStream:
 
     def __init__(self, stream: Stream[ChatCompletionChunk]) -> None:
         self._stream = stream
+        self._pieces = _HelperPieces()
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return iter(self._stream)
 
     @property
     def text_stream(self) -> Iterator[str]:
-        """Content text of choice 0, piece by piece."""
-        for chunk in self._stream:
-            for choice in chunk.choices:
-                if choice.index == 0 and choice.delta.content:
-                    yield choice.delta.content
+        """The answer (choice 0's content), piece by piece."""
+        return self._text()
 
     @property
     def reasoning_stream(self) -> Iterator[str]:
-        """``reasoning_content`` of choice 0 (thinking models), piece by piece; content is still accumulated."""
+        """Choice 0's ``reasoning_content`` (thinking models), piece by piece, up to where the answer begins."""
+        return self._reasoning()
+
+    def _text(self) -> Iterator[str]:
+        yield from self._pieces.take_held()
         for chunk in self._stream:
-            for choice in chunk.choices:
-                if choice.index == 0 and choice.delta.reasoning_content:
-                    yield choice.delta.reasoning_content
+            text = self._pieces.text(chunk)
+            if text:
+                yield text
+
+    def _reasoning(self) -> Iterator[str]:
+        for chunk in self._stream:
+            pieces, answer_began = self._pieces.reasoning(chunk)
+            yield from pieces
+            if answer_began:
+                return
 
     def until_done(self) -> ChatCompletionStream:
         for _ in self._stream:
@@ -339,9 +403,9 @@ class ChatCompletionStream:
         return self
 
     def get_final_completion(self) -> ChatCompletion:
-        """Read the rest of the stream and return the accumulated completion (usage included)."""
+        """Read the rest of the stream and return the accumulated completion (usage, request id included)."""
         self.until_done()
-        return self._stream.accumulator.completion()
+        return _final(self._stream.accumulator.completion(), self._stream.request_id, self._stream.attempts)
 
     @property
     def current_completion(self) -> ChatCompletion:
@@ -357,31 +421,46 @@ class ChatCompletionStream:
 
 
 class AsyncChatCompletionStream:
-    """The async ``stream()`` helper; see ``ChatCompletionStream``."""
+    """The async ``stream()`` helper; see ``ChatCompletionStream``.
+
+    >>> async with aclient.chat.completions.stream(model="moonshot-v1-8k", messages=msgs) as s:
+    ...     async for text in s.text_stream:
+    ...         print(text, end="")
+    ...     final = await s.get_final_completion()
+    """
 
     def __init__(self, stream: AsyncStream[ChatCompletionChunk]) -> None:
         self._stream = stream
+        self._pieces = _HelperPieces()
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self._stream.__aiter__()
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
-        """Content text of choice 0, piece by piece: ``async for text in s.text_stream``."""
-        return self._pieces(reasoning=False)
+        """The answer (choice 0's content), piece by piece: ``async for text in s.text_stream``."""
+        return self._text()
 
     @property
     def reasoning_stream(self) -> AsyncIterator[str]:
-        """``reasoning_content`` of choice 0, piece by piece."""
-        return self._pieces(reasoning=True)
+        """Choice 0's ``reasoning_content``, piece by piece, up to where the answer begins."""
+        return self._reasoning()
 
-    async def _pieces(self, *, reasoning: bool) -> AsyncIterator[str]:
+    async def _text(self) -> AsyncIterator[str]:
+        for held in self._pieces.take_held():
+            yield held
         async for chunk in self._stream:
-            for choice in chunk.choices:
-                if choice.index == 0:
-                    text = choice.delta.reasoning_content if reasoning else choice.delta.content
-                    if text:
-                        yield text
+            text = self._pieces.text(chunk)
+            if text:
+                yield text
+
+    async def _reasoning(self) -> AsyncIterator[str]:
+        async for chunk in self._stream:
+            pieces, answer_began = self._pieces.reasoning(chunk)
+            for piece in pieces:
+                yield piece
+            if answer_began:
+                return
 
     async def until_done(self) -> AsyncChatCompletionStream:
         async for _ in self._stream:
@@ -390,7 +469,7 @@ class AsyncChatCompletionStream:
 
     async def get_final_completion(self) -> ChatCompletion:
         await self.until_done()
-        return self._stream.accumulator.completion()
+        return _final(self._stream.accumulator.completion(), self._stream.request_id, self._stream.attempts)
 
     @property
     def current_completion(self) -> ChatCompletion:

@@ -54,3 +54,40 @@ def test_mask_key_shows_only_the_end() -> None:
     assert mask_key("sk-1234567890abcdef") == "sk-...cdef"
     assert mask_key(None) == "<not set>"
     assert "1234567890" not in repr(resolve_config(api_key="sk-1234567890abcdef", environ={}))
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"api_key": None}, "no API key"),
+    ({"api_key": "sk-密钥abc123"}, "non-ASCII"),
+    ({"foo": 1}, "unknown setting"),
+    ({"max_retries": "x"}, "max_retries"),
+])
+def test_with_options_rejects_bad_settings(changes: dict, fragment: str) -> None:
+    client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
+    with pytest.raises(ConfigError, match=fragment):
+        client.with_options(**changes)
+
+
+def test_with_options_normalises_the_base_url_like_the_constructor() -> None:
+    client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
+    assert client.with_options(base_url="http://127.0.0.1:4/v1/").base_url == "http://127.0.0.1:4/v1"
+
+
+def test_non_ascii_key_is_a_config_error_that_does_not_echo_it() -> None:
+    with pytest.raises(ConfigError) as info:
+        Kimi(api_key="sk-密钥abc123")
+    assert "密钥" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [-1, "x", 1.5])
+def test_per_call_max_retries_is_validated(bad: object) -> None:
+    client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
+    with pytest.raises(ConfigError, match="max_retries"):
+        client.chat.completions.create(model="moonshot-v1-8k", messages=[{"role": "user", "content": "hi"}],
+                                       max_retries=bad)  # type: ignore[arg-type]
+
+
+def test_ask_cannot_stream_and_says_what_to_use() -> None:
+    client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
+    with pytest.raises(ConfigError, match=r"chat\.completions\.stream"):
+        client.ask("hi", stream=True)

@@ -11,6 +11,7 @@ import pytest
 
 from kimiflow import (
     AsyncKimi,
+    DeadlineExceededError,
     IncompleteStreamError,
     InternalServerError,
     Kimi,
@@ -219,3 +220,59 @@ def test_a_closed_client_says_so(twin: Twin) -> None:
 
     with pytest.raises(KimiflowError, match="this client is closed"):
         twin.run(body)
+
+
+def test_reasoning_then_answer_loses_nothing(twin: Twin) -> None:
+    """``reasoning_stream`` ends where the answer begins; ``text_stream`` then starts with the first answer piece."""
+    def body(c: Any) -> Any:
+        manager = c.chat.completions.stream(model="kimi-k2-thinking", messages=MESSAGES, max_tokens=80,
+                                            temperature=1.0)
+        if twin.kind == "sync":
+            with manager as s:
+                return "".join(s.reasoning_stream), "".join(s.text_stream), s.get_final_completion()
+
+        async def run() -> tuple[str, str, Any]:
+            async with manager as s:
+                thoughts = "".join([piece async for piece in s.reasoning_stream])
+                answer = "".join([piece async for piece in s.text_stream])
+                return thoughts, answer, await s.get_final_completion()
+
+        return run()
+
+    thoughts, answer, final = twin.run(body)
+    message = final.choices[0].message
+    assert thoughts and thoughts == message.reasoning_content
+    assert answer and answer == message.content
+
+
+def test_final_completion_keeps_request_id_and_attempts(twin: Twin) -> None:
+    key = f"{twin.kind}-final-meta"
+
+    def body(c: Any) -> Any:
+        manager = c.chat.completions.stream(model="moonshot-v1-8k", messages=MESSAGES, max_tokens=20,
+                                            extra_headers={"X-Kimiflow-Sim-Fault": f"503;times=1;key={key}"})
+        if twin.kind == "sync":
+            with manager as s:
+                return s.get_final_completion(), s.request_id
+
+        async def run() -> Any:
+            async with manager as s:
+                return await s.get_final_completion(), s.request_id
+
+        return run()
+
+    final, request_id = twin.run(body)
+    assert final.request_id == request_id and request_id
+    assert final.attempts == 2
+
+
+def test_stream_total_deadline(twin: Twin) -> None:
+    """The total deadline bounds a stream that keeps the idle timer happy (a 10 s trickle)."""
+    slow = lambda c: c.chat.completions.create(  # noqa: E731
+        model="moonshot-v1-8k", messages=MESSAGES, stream=True, max_tokens=200,
+        extra_headers={"X-Kimiflow-Sim-Fault": "trickle;interval=0.05", "X-Kimiflow-Sim-Tokens": "200"})
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceededError) as info:
+        twin.stream(slow, max_retries=0, timeout=Timeouts(stream_idle=10, total=1.0))
+    assert info.value.which == "total"
+    assert 0.9 <= time.monotonic() - started < 3.0

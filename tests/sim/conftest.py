@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json as jsonlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,9 +87,12 @@ class Api:
         key: str | None = "default",
     ) -> Reply:
         used_key = self.sim.api_key if key == "default" else key
-        async with self.session.request(
-            method, self.sim.base_url + path, json=json, data=data, headers=self._headers(used_key, headers)
-        ) as resp:
+        all_headers = self._headers(used_key, headers)
+        if json is not None:
+            # Encoded here and sent as a stream: aiohttp warns about large raw-bytes bodies.
+            data = io.BytesIO(jsonlib.dumps(json, ensure_ascii=False).encode())
+            all_headers = {"Content-Type": "application/json", **all_headers}
+        async with self.session.request(method, self.sim.base_url + path, data=data, headers=all_headers) as resp:
             body = await resp.read()
             return Reply(resp.status, resp.headers, body)
 

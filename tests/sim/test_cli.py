@@ -58,6 +58,9 @@ def served() -> Iterator[Served]:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def test_cli_serves_and_stops_on_sigint(served: Served) -> None:

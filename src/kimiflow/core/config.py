@@ -96,19 +96,51 @@ class ClientConfig:
 
     def replace(self, **changes: Any) -> ClientConfig:
         """A copy with ``changes`` applied (validated like the original)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: use {', '.join(sorted(known | {'timeout'}))}")
         return validate_config(dataclasses.replace(self, **changes))
 
 
+def check_max_retries(value: object) -> int:
+    """``value`` if it is a valid retry count, else a ``ConfigError`` saying what is."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"max_retries={value!r} is invalid: use an integer >= 0")
+    return value
+
+
+def check_api_key(key: object) -> str:
+    """The key, stripped, or a ``ConfigError`` naming the problem (never echoing the key)."""
+    if not isinstance(key, str) or not key.strip():
+        raise ConfigError(
+            f"no API key: set the {ENV_API_KEY} environment variable (export {ENV_API_KEY}=sk-...) "
+            f"or pass api_key= to the client. Keys come from https://platform.moonshot.cn/console/api-keys "
+            f"(China) or https://platform.moonshot.ai (global); they are not interchangeable."
+        )
+    key = key.strip()
+    if any(ch.isspace() for ch in key) or not key.isprintable() or not key.isascii():
+        raise ConfigError("the API key contains whitespace, control or non-ASCII characters: copy it again "
+                          "from the console without them")
+    return key
+
+
 def validate_config(config: ClientConfig) -> ClientConfig:
-    if not isinstance(config.max_retries, int) or isinstance(config.max_retries, bool) or config.max_retries < 0:
-        raise ConfigError(f"max_retries={config.max_retries!r} is invalid: use an integer >= 0")
-    if not config.base_url.startswith(("http://", "https://")):
+    """Check every field; normalise the key (stripped) and the base URL (no trailing slash)."""
+    check_max_retries(config.max_retries)
+    key = check_api_key(config.api_key)
+    if not isinstance(config.base_url, str) or not config.base_url.startswith(("http://", "https://")):
         raise ConfigError(
             f"base_url {config.base_url!r} is invalid: it must start with http:// or https:// "
             f"(for example {DEFAULT_BASE_URL})"
         )
-    if config.max_connections < 1:
+    if not isinstance(config.max_connections, int) or config.max_connections < 1:
         raise ConfigError(f"max_connections={config.max_connections!r} is invalid: use an integer >= 1")
+    if not isinstance(config.timeouts, Timeouts):
+        raise ConfigError(f"timeouts={config.timeouts!r} is invalid: use kimiflow.Timeouts(...) or timeout=seconds")
+    url = config.base_url.rstrip("/")
+    if key != config.api_key or url != config.base_url:
+        config = dataclasses.replace(config, api_key=key, base_url=url)
     return config
 
 
@@ -128,19 +160,11 @@ def resolve_config(
     """
     env = os.environ if environ is None else environ
     key = api_key if api_key is not None else env.get(ENV_API_KEY)
-    if not key or not key.strip():
-        raise ConfigError(
-            f"no API key: set the {ENV_API_KEY} environment variable (export {ENV_API_KEY}=sk-...) "
-            f"or pass api_key= to the client. Keys come from https://platform.moonshot.cn/console/api-keys "
-            f"(China) or https://platform.moonshot.ai (global); they are not interchangeable."
-        )
-    if any(ch.isspace() for ch in key.strip()) or not key.isprintable():
-        raise ConfigError("the API key contains whitespace or control characters: copy it again without them")
     url = base_url if base_url is not None else env.get(ENV_BASE_URL) or DEFAULT_BASE_URL
     return validate_config(
         ClientConfig(
-            api_key=key.strip(),
-            base_url=url.rstrip("/"),
+            api_key=check_api_key(key),
+            base_url=url,
             timeouts=coerce_timeouts(timeout),
             max_retries=max_retries,
             default_headers=dict(default_headers or {}),

@@ -48,6 +48,12 @@ def ask_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     return messages
 
 
+def reject_stream_in_ask(params: Mapping[str, Any]) -> None:
+    if params.get("stream"):
+        raise ConfigError("ask() returns the whole answer and cannot stream: use "
+                          "client.chat.completions.stream(...) and its text_stream instead")
+
+
 def list_models() -> RequestSpec[ModelList]:
     return RequestSpec("GET", "/models", ModelList)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kimiflow.core.config import ClientConfig, TimeoutLike, coerce_timeouts
+from kimiflow.core.config import ClientConfig, TimeoutLike, check_max_retries, coerce_timeouts
 
 
 class CallOptions:
@@ -12,4 +12,4 @@ class CallOptions:
 
     def __init__(self, config: ClientConfig, timeout: TimeoutLike, max_retries: int | None) -> None:
         self.timeouts = coerce_timeouts(timeout, config.timeouts) if timeout is not None else config.timeouts
-        self.max_retries = config.max_retries if max_retries is None else max_retries
+        self.max_retries = config.max_retries if max_retries is None else check_max_retries(max_retries)
