@@ -241,8 +241,8 @@ async def run_batch(
         if summary.status == COMPLETED and summary.pending:
             summary.status = INTERRUPTED
             summary.message = summary.message or "stopped before every request was done"
+        summary.resume_command = resume_command
         if summary.pending and resume_command:
-            summary.resume_command = resume_command
             summary.message = (summary.message + "\n" if summary.message else "") + f"resume with: {resume_command}"
         summary.write(paths.summary)
         return summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ class BatchSummary:
     limits: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     resume_command: str | None = None
+    top_failure: dict[str, Any] | None = None
+    """The most common failure: ``{"kind", "count", "example"}`` (``None`` without failures)."""
 
     @property
     def total_tokens(self) -> int:
@@ -102,6 +105,13 @@ class BatchSummary:
         ]
         if self.failed:
             lines.append(f"failures: {self.errors}")
+            if self.top_failure:
+                top = self.top_failure
+                lines.append(f"most common failure: {top['kind']} ({top['count']} of {self.failed}), "
+                             f"e.g. {top['example']}")
+            again = (f"{self.resume_command} --retry-failed" if self.resume_command
+                     else "the same call with retry_failed=True")
+            lines.append(f"re-run only the failures with: {again}")
         if self.message:
             lines.append(self.message)
         return "\n".join(lines)
@@ -139,4 +149,23 @@ def build_summary(
         limits=limits,
         message=message,
         resume_command=resume_command,
+        top_failure=most_common_failure(journal) if counts["failed"] else None,
     )
+
+
+def most_common_failure(journal: Journal, example_chars: int = 200) -> dict[str, Any] | None:
+    """The commonest kind of failure (status and error code) with its count and one example reason."""
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for record in journal.failed_records():
+        status = (record.get("response") or {}).get("status_code")
+        code = (record.get("error") or {}).get("code") or "error"
+        kind = f"HTTP {status} {code}" if status is not None else str(code)
+        kinds[kind] += 1
+        if kind not in examples:
+            reason = str(record.get("reason") or "")
+            examples[kind] = reason if len(reason) <= example_chars else reason[: example_chars - 1] + "…"
+    if not kinds:
+        return None
+    kind, count = kinds.most_common(1)[0]
+    return {"kind": kind, "count": count, "example": examples[kind]}
