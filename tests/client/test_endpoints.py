@@ -125,3 +125,45 @@ def test_with_options_copy_shares_the_pool_and_closing_it_leaves_the_original_wo
 
     first, second = twin.run(body)
     assert first and first == second
+
+
+def test_web_search_builtin_round_trip(twin: Twin) -> None:
+    """kimi-api.md §2.4: declare $web_search, get a builtin tool call, echo its arguments back, get the answer."""
+    from kimiflow import WEB_SEARCH_TOOL
+
+    question = [{"role": "user", "content": "搜索一下今天上海的天气"}]
+
+    def body(c: Any) -> Any:
+        def finish(first: Any) -> Any:
+            call = first.choices[0].message.tool_calls[0]
+            follow_up = [*question,
+                         {"role": "assistant", "content": "", "tool_calls": [call.to_dict()]},
+                         {"role": "tool", "tool_call_id": call.id, "name": call.function.name,
+                          "content": call.function.arguments}]
+            return first, c.chat.completions.create(model="kimi-k2-0905-preview", messages=follow_up,
+                                                    tools=[WEB_SEARCH_TOOL])
+
+        first = c.chat.completions.create(model="kimi-k2-0905-preview", messages=question, tools=[WEB_SEARCH_TOOL])
+        if twin.kind == "sync":
+            return finish(first)
+
+        async def run() -> Any:
+            resolved = await first
+            one, two = finish(resolved)
+            return one, await two
+
+        return run()
+
+    first, answer = twin.run(body)
+    call = first.choices[0].message.tool_calls[0]
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "$web_search" and call.type == "builtin_function"
+    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+
+
+def test_partial_mode_prefix_is_not_repeated(twin: Twin) -> None:
+    prefix = "从前有座山，"
+    messages = [{"role": "user", "content": "讲个故事"}, {"role": "assistant", "content": prefix, "partial": True}]
+    resp = twin.run(lambda c: c.chat.completions.create(model="moonshot-v1-8k", messages=messages, max_tokens=30))
+    content = resp.choices[0].message.content
+    assert content and not content.startswith(prefix)

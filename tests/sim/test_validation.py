@@ -66,6 +66,27 @@ MAX_8K = {"model": "moonshot-v1-8k"}
             "invalid_request_error",
             "Invalid request: function name dup is duplicated",
         ),
+        (
+            {"messages": [{"role": "assistant", "content": "从前", "partial": True}, {"role": "user", "content": "hi"}]},
+            400,
+            "invalid_request_error",
+            "Invalid request: messages[0] has partial=true: Partial Mode is only for the last message",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "写个故事", "partial": True}]},
+            400,
+            "invalid_request_error",
+            "Invalid request: messages[0] has partial=true: Partial Mode is only for the last message, and it must",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "JSON please"}, {"role": "assistant", "content": "{",
+                                                                       "partial": True}],
+             "response_format": {"type": "json_object"}},
+            400,
+            "invalid_request_error",
+            "Invalid request: Partial Mode cannot be used together with response_format json_object",
+        ),
+        ({"response_format": {"type": "yaml"}}, 400, "invalid_request_error", "Invalid request: response_format must be"),
     ],
 )
 async def test_invalid_chat_request(api: Api, body: dict[str, Any], status: int, error_type: str, message: str) -> None:
@@ -139,3 +160,15 @@ async def test_unknown_path_and_method(api: Api) -> None:
     wrong = await api.request("GET", "/chat/completions")
     assert wrong.status == 405
     assert wrong.error["type"] == "invalid_request_error"
+
+
+async def test_partial_mode_continues_after_the_prefix_without_repeating_it(api: Api) -> None:
+    """kimi-api.md §2.3: the last assistant message is a prefix; the answer does not repeat it; ``name`` alone works."""
+    prefix = "从前有座山，"
+    reply = await api.chat({"messages": [{"role": "user", "content": "讲个故事"},
+                                         {"role": "assistant", "content": prefix, "partial": True}]})
+    assert reply.status == 200
+    assert not reply.json()["choices"][0]["message"]["content"].startswith(prefix)
+    named = await api.chat({"messages": [{"role": "user", "content": "你是谁？"},
+                                         {"role": "assistant", "content": "", "name": "Dr. Kelsier", "partial": True}]})
+    assert named.status == 200 and named.json()["choices"][0]["message"]["content"]

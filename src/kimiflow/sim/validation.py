@@ -97,10 +97,34 @@ def validate_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise errors.invalid_request(f"messages[{i}].content must be a string or an array of parts")
-        # An assistant turn that only calls tools may carry content "" (kimi-api.md §2.2).
-        if _content_is_empty(content) and not (role == "assistant" and message.get("tool_calls")):
+        partial = message.get("partial")
+        if partial is not None and not isinstance(partial, bool):
+            raise errors.invalid_request(f"messages[{i}].partial must be a boolean")
+        if partial and (role != "assistant" or i != len(messages) - 1):
+            raise errors.invalid_request(
+                f"messages[{i}] has partial=true: Partial Mode is only for the last message, "
+                "and it must be an assistant message"
+            )
+        # An assistant turn that only calls tools may carry content "" (kimi-api.md §2.2), and so may a
+        # Partial Mode prefix that is only a ``name`` (kimi-api.md §2.3).
+        allowed_empty = role == "assistant" and (message.get("tool_calls") or (partial and message.get("name")))
+        if _content_is_empty(content) and not allowed_empty:
             raise errors.invalid_request(f"messages[{i}] with role '{role}' must not have empty content")
     return messages
+
+
+def _response_format(data: dict[str, Any], messages: list[dict[str, Any]]) -> None:
+    """Partial Mode cannot be combined with JSON mode (kimi-api.md §2.3, D8)."""
+    response_format = data.get("response_format")
+    if response_format is None:
+        return
+    if not isinstance(response_format, dict) or response_format.get("type") not in ("text", "json_object",
+                                                                                     "json_schema"):
+        raise errors.invalid_request(
+            "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or a json_schema object"
+        )
+    if response_format["type"] != "text" and messages[-1].get("partial"):
+        raise errors.invalid_request("Partial Mode cannot be used together with response_format json_object")
 
 
 def _number(data: dict[str, Any], name: str) -> float | None:
@@ -179,6 +203,7 @@ def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
     """Check a decoded chat-completion body; raise ``SimError`` with Kimi's status/type/message."""
     info = resolve_model(data)
     messages = validate_messages(data)
+    _response_format(data, messages)
     if "functions" in data or "function_call" in data:
         raise errors.invalid_request("functions and function_call are not supported, use tools instead")
 
