@@ -91,3 +91,16 @@ def test_existing_output_without_journal_is_one_line_error(tmp_path: Path, sim_e
     assert result.exit_code == 1
     assert f"{notes} exists but has no journal" in result.output and "choose a new -o" in result.output
     assert "Traceback" not in result.output and notes.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_an_empty_input_warns_and_exits_0(tmp_path: Path, content: str) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(content)
+    out = tmp_path / "o.jsonl"
+    result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(out), "--tier", "3", "-m", "moonshot-v1-8k",
+                                      "--api-key", "sk-test-key-0000", "--base-url", "http://127.0.0.1:9/v1"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: no requests in {src}; nothing was sent" in result.output
+    assert "0/0" not in result.output and "batch: 0" not in result.output
+    assert not out.exists() and not (tmp_path / "o.journal.sqlite").exists()

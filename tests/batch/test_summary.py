@@ -67,3 +67,12 @@ def test_cli_end_text_gives_the_retry_failed_command(tmp_path: Path) -> None:
                 f"--model moonshot-v1-8k --max-attempts 1 --base-url {server.base_url} --retry-failed")
     assert expected in result.output
     assert server.api_key not in result.output
+
+
+async def test_input_with_only_skipped_invalid_lines_is_an_empty_batch(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", ["{bad", "[]"])
+    summary = await run_batch(src, tmp_path / "out.jsonl", api_key="sk-test-key-0000",
+                              base_url="http://127.0.0.1:9/v1", tier=5, model=MODEL, skip_invalid=True)
+    assert summary.status == "completed" and summary.total == 0
+    assert summary.describe() == f"warning: no requests in {src} (2 invalid line(s) skipped); nothing was sent"
+    assert not (tmp_path / "out.jsonl").exists()

@@ -183,6 +183,10 @@ async def run_batch(
             f"{paths.input}: {scan.problem_count} invalid line(s), nothing was sent:\n{scan.describe()}\n"
             "Fix the lines, or pass --skip-invalid to run the valid ones only."
         )
+    if scan.requests == 0:
+        # Nothing to run: create no journal or output files, just say so.
+        skipped = f" ({scan.problem_count} invalid line(s) skipped)" if scan.problem_count else ""
+        return BatchSummary.empty(paths.as_strings(), f"no requests in {paths.input}{skipped}; nothing was sent")
     if limiter is None:
         if limits is None:
             limits = RateLimits.for_tier(0 if tier is None else tier, concurrency=concurrency, rpm=rpm,

@@ -92,8 +92,18 @@ class BatchSummary:
         temp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         os.replace(temp, path)
 
+    @classmethod
+    def empty(cls, paths: dict[str, str], message: str) -> BatchSummary:
+        """The summary of an input without a single request (nothing is written)."""
+        return cls(status=COMPLETED, input=paths["input"], output=paths["output"], errors=paths["errors"],
+                   journal=paths["journal"], total=0, succeeded=0, failed=0, pending=0, prompt_tokens=0,
+                   completion_tokens=0, cost_cny=0.0, latency_ms_p50=None, latency_ms_p95=None,
+                   rate_limited_total=0, message=message)
+
     def describe(self) -> str:
         """A few human lines for the end of a CLI run."""
+        if self.total == 0:
+            return f"warning: {self.message}"
         run = self.this_run
         lines = [
             f"{self.status}: {self.succeeded}/{self.total} succeeded, {self.failed} failed, {self.pending} not done",

@@ -105,6 +105,8 @@ def batch(
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary.describe(), err=True)
+    if summary.total == 0:
+        return
     click.echo(f"summary: {BatchPaths.for_output(input_path, output, errors).summary}", err=True)
     if summary.status == "quota_exceeded":
         raise click.exceptions.Exit(3)
