@@ -40,3 +40,26 @@ def test_rich_progress_renders_a_bar_on_a_terminal() -> None:
 
 def test_default_progress_is_plain_when_not_a_terminal() -> None:
     assert isinstance(default_progress(io.StringIO()), PlainProgress)
+
+
+def test_plain_progress_tick_prints_while_nothing_finishes() -> None:
+    now = [0.0]
+    out = io.StringIO()
+    progress = PlainProgress(out, interval=10.0, clock=lambda: now[0])
+    progress.start(total=5, already_done=0)
+    for second in range(1, 26):
+        now[0] = float(second)
+        progress.tick()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(line.startswith("batch: 0/5 done") for line in lines)  # at 0, 10, 20 s
+
+
+def test_plain_progress_start_continues_from_earlier_runs() -> None:
+    out = io.StringIO()
+    progress = PlainProgress(out, interval=10.0, clock=lambda: 0.0)
+    progress.start(total=300, already_done=196, failed=3, tokens=41_234, cost_cny=1.5)
+    progress.advance(ok=True, tokens=100, cost_cny=0.5)
+    progress.stop()
+    first, last = out.getvalue().splitlines()
+    assert first.startswith("batch: 196/300 done, 3 failed") and "41234 tokens, ¥1.5000" in first
+    assert last.startswith("batch: 197/300 done, 3 failed") and "41334 tokens, ¥2.0000" in last

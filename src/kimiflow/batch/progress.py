@@ -13,11 +13,19 @@ from typing import Any, Protocol, TextIO
 
 
 class Progress(Protocol):
-    """What the runner tells a progress display."""
+    """What the runner tells a progress display.
 
-    def start(self, total: int, already_done: int) -> None: ...
+    ``start`` gets the figures of earlier runs of the batch (a resume) so the display continues
+    from them; ``tick`` is called about once a second whatever happens, so a display can show
+    that the run is alive while it waits for the rate limiter.
+    """
+
+    def start(self, total: int, already_done: int, *, failed: int = 0, tokens: int = 0,
+              cost_cny: float = 0.0) -> None: ...
 
     def advance(self, *, ok: bool, tokens: int, cost_cny: float) -> None: ...
+
+    def tick(self) -> None: ...
 
     def note(self, message: str) -> None: ...
 
@@ -27,10 +35,14 @@ class Progress(Protocol):
 class NullProgress:
     """Shows nothing."""
 
-    def start(self, total: int, already_done: int) -> None:
+    def start(self, total: int, already_done: int, *, failed: int = 0, tokens: int = 0,
+              cost_cny: float = 0.0) -> None:
         pass
 
     def advance(self, *, ok: bool, tokens: int, cost_cny: float) -> None:
+        pass
+
+    def tick(self) -> None:
         pass
 
     def note(self, message: str) -> None:
@@ -63,6 +75,12 @@ class _Counts:
             return None
         return (self.total - self.done) / rate * 60.0
 
+    def seed(self, total: int, already_done: int, failed: int, tokens: int, cost: float) -> None:
+        """Continue from the figures of earlier runs of the same batch."""
+        self.total, self.done, self.done_at_start = total, already_done, already_done
+        self.failed, self.ok = failed, already_done - failed
+        self.tokens, self.cost = tokens, cost
+
     def record(self, ok: bool, tokens: int, cost: float) -> None:
         self.done += 1
         self.ok += ok
@@ -79,7 +97,7 @@ def _eta(seconds: float | None) -> str:
 
 
 class PlainProgress:
-    """One line every ``interval`` seconds (and at the end), for logs and pipes.
+    """One line every ``interval`` seconds (and at the end), for logs and pipes; also while waiting.
 
     >>> PlainProgress(sys.stderr, interval=10)
     """
@@ -91,15 +109,19 @@ class PlainProgress:
         self.counts = _Counts(clock)
         self._last = -float("inf")
 
-    def start(self, total: int, already_done: int) -> None:
-        self.counts.total, self.counts.done = total, already_done
-        self.counts.done_at_start = already_done
+    def start(self, total: int, already_done: int, *, failed: int = 0, tokens: int = 0,
+              cost_cny: float = 0.0) -> None:
+        self.counts.seed(total, already_done, failed, tokens, cost_cny)
         self.counts.started = self.counts.clock()
         self._last = self.counts.started
         self._line()
 
     def advance(self, *, ok: bool, tokens: int, cost_cny: float) -> None:
         self.counts.record(ok, tokens, cost_cny)
+        self.tick()
+
+    def tick(self) -> None:
+        """Print a line if ``interval`` seconds passed since the last one (finished or not)."""
         now = self.counts.clock()
         if now - self._last >= self.interval:
             self._last = now
@@ -143,16 +165,23 @@ class RichProgress:
         )
         self._task: Any = None
 
-    def start(self, total: int, already_done: int) -> None:
-        self.counts.total, self.counts.done = total, already_done
-        self.counts.done_at_start = already_done
+    def start(self, total: int, already_done: int, *, failed: int = 0, tokens: int = 0,
+              cost_cny: float = 0.0) -> None:
+        self.counts.seed(total, already_done, failed, tokens, cost_cny)
+        self.counts.started = self.counts.clock()
         self._bar.start()
-        self._task = self._bar.add_task("batch", total=total, completed=already_done,
-                                        rate="0", tokens=0, cost="0.0000", errors=0)
+        self._task = self._bar.add_task("batch", total=total, completed=already_done, rate="0",
+                                        tokens=tokens, cost=f"{cost_cny:.4f}", errors=failed)
 
     def advance(self, *, ok: bool, tokens: int, cost_cny: float) -> None:
+        self.counts.record(ok, tokens, cost_cny)
+        self.tick()
+
+    def tick(self) -> None:
+        """Refresh the rate (it falls while the run waits)."""
         c = self.counts
-        c.record(ok, tokens, cost_cny)
+        if self._task is None:
+            return
         self._bar.update(self._task, completed=c.done, rate=f"{c.rate_per_min():.0f}", tokens=c.tokens,
                          cost=f"{c.cost:.4f}", errors=c.failed)
 

@@ -152,6 +152,7 @@ async def run_batch(
     grace_seconds: float = 30.0,
     unreachable_after: int = UNREACHABLE_AFTER,
     progress: Progress | None = None,
+    heartbeat_seconds: float = 1.0,
     handle_signals: bool = False,
     stop: asyncio.Event | None = None,
     resume_command: str | None = None,
@@ -168,6 +169,7 @@ async def run_batch(
     ``stop`` (an event) or, with ``handle_signals``, Ctrl-C stops the run gracefully. A rejected key
     (401), a permission error (403), a quota error or ``unreachable_after`` requests in a row unable
     to connect stop it too, leaving the requests not yet done pending for the next run.
+    ``progress.tick()`` is called every ``heartbeat_seconds`` of real time, also while waiting.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -230,7 +232,7 @@ async def run_batch(
             )
         started = clock()
         try:
-            await _execute(run, paths, defaults, scan.bad_lines, grace_seconds, handle_signals)
+            await _execute(run, paths, defaults, scan.bad_lines, grace_seconds, handle_signals, heartbeat_seconds)
         finally:
             run.stats.elapsed_s = clock() - started
             writer.close()
@@ -254,12 +256,25 @@ async def run_batch(
         journal.close()
 
 
+async def _heartbeat(progress: Progress, every: float) -> None:
+    """Tick the display on real time: the run may wait minutes for the limiter without finishing anything."""
+    tick = getattr(progress, "tick", None)  # displays written before ``tick`` existed still work
+    if tick is None:
+        return
+    while True:
+        await asyncio.sleep(every)
+        tick()
+
+
 async def _execute(
     run: _Run, paths: BatchPaths, defaults: InputDefaults, bad_lines: set[int], grace: float,
-    handle_signals: bool,
+    handle_signals: bool, heartbeat_seconds: float,
 ) -> None:
     counts = run.journal.counts()
-    run.progress.start(sum(counts.values()), counts["done"] + counts["failed"])
+    totals = run.journal.totals()
+    run.progress.start(sum(counts.values()), counts["done"] + counts["failed"], failed=counts["failed"],
+                       tokens=int(totals["prompt_tokens"] + totals["completion_tokens"]),
+                       cost_cny=float(totals["cost_cny"]))
     pending = counts[PENDING]
     if pending == 0:
         run.progress.stop()
@@ -270,6 +285,7 @@ async def _execute(
     loop = asyncio.get_running_loop()
     workers = [asyncio.create_task(_worker(run, queue)) for _ in range(workers_n)]
     producer = asyncio.create_task(_produce(run, queue, paths, defaults, bad_lines, workers_n))
+    heartbeat = asyncio.create_task(_heartbeat(run.progress, heartbeat_seconds))
     interrupts = 0
 
     def on_sigint() -> None:
@@ -309,6 +325,7 @@ async def _execute(
         if handle_signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
+        heartbeat.cancel()
         _settle_unreachable(run)
         run.progress.stop()
 
