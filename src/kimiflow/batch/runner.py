@@ -295,8 +295,12 @@ async def _execute(
             _request_stop(run, INTERRUPTED, "interrupted: stopped taking new requests")
             run.progress.note(f"stopping: letting {run.limiter.state.in_flight} request(s) in flight finish "
                               f"(up to {grace:.0f}s); press Ctrl-C again to abort now")
-        else:
-            run.progress.note("aborting: requests in flight are recorded as not done")
+        elif interrupts == 2:
+            dropped = len(run.sending)
+            abort = (f"aborted: {dropped} request(s) in flight were dropped (recorded as not done); "
+                     "they will be sent again when you resume")
+            run.progress.note(abort)
+            run.stop_message = f"{run.stop_message}\n{abort}" if run.stop_message else abort
             for task in workers:
                 task.cancel()
 
