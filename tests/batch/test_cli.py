@@ -104,3 +104,20 @@ def test_an_empty_input_warns_and_exits_0(tmp_path: Path, content: str) -> None:
     assert f"warning: no requests in {src}; nothing was sent" in result.output
     assert "0/0" not in result.output and "batch: 0" not in result.output
     assert not out.exists() and not (tmp_path / "o.journal.sqlite").exists()
+
+
+def test_no_tier_projects_the_duration_at_tier_0_and_keeps_running(tmp_path: Path, sim_env: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(tmp_path / "o.jsonl"), "-m", "moonshot-v1-8k"])
+    assert result.exit_code == 0, result.output
+    assert ("no --tier given, so tier 0 limits apply (1 in flight, 3 requests/min): 1 request(s) will take "
+            "about 30 seconds; pass --tier N") in result.output
+    assert "completed: 1/1 succeeded" in result.output
+
+
+def test_an_explicit_tier_gets_no_projection(tmp_path: Path, sim_env: str) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(tmp_path / "o.jsonl"), "--tier", "0",
+                                      "-m", "moonshot-v1-8k"])
+    assert result.exit_code == 0, result.output
+    assert "no --tier given" not in result.output

@@ -63,3 +63,13 @@ def test_plain_progress_start_continues_from_earlier_runs() -> None:
     first, last = out.getvalue().splitlines()
     assert first.startswith("batch: 196/300 done, 3 failed") and "41234 tokens, ¥1.5000" in first
     assert last.startswith("batch: 197/300 done, 3 failed") and "41334 tokens, ¥2.0000" in last
+
+
+def test_about_gives_rough_human_durations() -> None:
+    from kimiflow.batch.progress import about
+
+    assert about(50_000 / 3 * 60) == "12 days"
+    assert about(3 * 86400) == "3.0 days"
+    assert about(5400) == "1.5 hours"
+    assert about(600) == "10 minutes"
+    assert about(30) == "30 seconds"

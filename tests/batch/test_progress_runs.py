@@ -52,3 +52,22 @@ async def test_resume_progress_starts_from_the_journal_tokens_and_cost(tmp_path:
     start = out.getvalue().splitlines()[0]
     assert start.startswith("batch: 2/4 done, 0 failed") and "28 tokens" in start
     assert f"¥{first.cost_cny:.4f}" in start
+
+
+async def test_defaulted_tier_0_notes_how_long_the_batch_will_take(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+
+    class Notes(PlainProgress):
+        def advance(self, *, ok: bool, tokens: int, cost_cny: float) -> None:
+            super().advance(ok=ok, tokens=tokens, cost_cny=cost_cny)
+            stop.set()  # the projection is a note, the run goes on: one request finished
+
+    out = io.StringIO()
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(3000))
+    async with ScriptedServer() as server:
+        summary = await run_batch(src, tmp_path / "out.jsonl", api_key="sk-test-key-0000", base_url=server.base_url,
+                                  model=MODEL, tier_defaulted=True, stop=stop, progress=Notes(out))
+    # Tier 0 is 3 RPM; the limiter keeps 2 a minute after its 2 % margin: 3000 / 2 min = 25 hours.
+    assert ("no --tier given, so tier 0 limits apply (1 in flight, 3 requests/min): 3,000 request(s) will take "
+            "about 25 hours; pass --tier N for your account's tier") in out.getvalue()
+    assert summary.succeeded == 1

@@ -89,6 +89,15 @@ class _Counts:
         self.cost += cost
 
 
+def about(seconds: float) -> str:
+    """A rough human duration: ``about(950_000)`` → ``"11 days"``, ``about(5400)`` → ``"1.5 hours"``."""
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= 1.5 * size:
+            value = seconds / size
+            return f"{value:.0f} {unit}" if value >= 10 else f"{value:.1f} {unit}"
+    return f"{max(seconds, 0.0):.0f} seconds"
+
+
 def _eta(seconds: float | None) -> str:
     if seconds is None:
         return "?"

@@ -31,7 +31,7 @@ from kimiflow.batch.output import (
     reconcile,
     success_record,
 )
-from kimiflow.batch.progress import NullProgress, Progress
+from kimiflow.batch.progress import NullProgress, Progress, about
 from kimiflow.batch.summary import (
     AUTH_FAILED,
     COMPLETED,
@@ -122,6 +122,7 @@ class _Run:
     """Set once the run's first request has finished: until then it goes alone (see ``_worker``)."""
     probing: bool = False
     unreachable_after: int = UNREACHABLE_AFTER
+    tier_defaulted: bool = False
     unreachable: list[tuple[BatchRequest, APIConnectionError, int, float]] = field(default_factory=list)
     """Requests that gave up unable to connect since the server last answered: failed once it answers
     again (or the run ends), left pending if ``unreachable_after`` of them pile up and the run stops."""
@@ -153,6 +154,7 @@ async def run_batch(
     unreachable_after: int = UNREACHABLE_AFTER,
     progress: Progress | None = None,
     heartbeat_seconds: float = 1.0,
+    tier_defaulted: bool = False,
     handle_signals: bool = False,
     stop: asyncio.Event | None = None,
     resume_command: str | None = None,
@@ -170,6 +172,8 @@ async def run_batch(
     (401), a permission error (403), a quota error or ``unreachable_after`` requests in a row unable
     to connect stop it too, leaving the requests not yet done pending for the next run.
     ``progress.tick()`` is called every ``heartbeat_seconds`` of real time, also while waiting.
+    ``tier_defaulted`` says the limits are tier 0's only because none were chosen: the run then
+    starts with a note of how long the requests will take at that pace.
     """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -223,7 +227,7 @@ async def run_batch(
         writer = ResultWriter(paths.output, paths.errors, journal)
         run = _Run(journal, writer, limiter, client, progress or NullProgress(), max_attempts, clock, sleep,
                    stop=stop or asyncio.Event(), base_url=str(getattr(client, "base_url", "the API")),
-                   unreachable_after=unreachable_after)
+                   unreachable_after=unreachable_after, tier_defaulted=tier_defaulted)
         if repair.changed:
             run.progress.note(
                 f"repaired the output after an interrupted run: {len(repair.adopted)} result(s) kept, "
@@ -279,6 +283,8 @@ async def _execute(
     if pending == 0:
         run.progress.stop()
         return
+    if run.tier_defaulted:
+        run.progress.note(_default_tier_note(run.limiter, pending))
     limit = run.limiter.limits.concurrency
     workers_n = max(1, min(limit or DEFAULT_WORKERS, MAX_WORKERS, pending))
     queue: asyncio.Queue[BatchRequest | None] = asyncio.Queue(maxsize=workers_n * 2)
@@ -349,6 +355,15 @@ def _refuse_files_of_another_run(paths: BatchPaths, journal: Journal, *, created
             raise OutputConflictError(
                 f"{path} exists but has no journal {paths.journal}: choose a new {flag} or delete the file"
             )
+
+
+def _default_tier_note(limiter: RateLimiter, pending: int) -> str:
+    """How long ``pending`` requests take at the pace the limiter keeps (its RPM, after the margin)."""
+    limits = limiter.limits
+    rpm = limiter.state.effective()["rpm"]
+    minutes = pending / rpm if rpm > 0 else 0.0
+    return (f"no --tier given, so tier 0 limits apply ({limits.concurrency} in flight, {limits.rpm} requests/min): "
+            f"{pending:,} request(s) will take about {about(minutes * 60)}; pass --tier N for your account's tier")
 
 
 def _request_stop(run: _Run, status: str, message: str) -> None:

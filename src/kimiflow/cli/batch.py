@@ -80,9 +80,6 @@ def batch(
             limits = RateLimits(concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)
             limits_note = f"{concurrency} in flight, {rpm} RPM, {tpm} TPM"
         else:
-            if tier is None and not quiet:
-                click.echo("batch: no --tier given, so tier 0 limits apply (1 in flight, 3 RPM); "
-                           "pass --tier N for your account's tier", err=True)
             limits = RateLimits.for_tier(tier or 0, concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)
             limits_note = f"tier {tier or 0}: {limits.concurrency} in flight, {limits.rpm} RPM, {limits.tpm} TPM"
     except ValueError as exc:
@@ -100,7 +97,7 @@ def batch(
             input_path, output, errors=errors, api_key=key, base_url=url, timeout=timeout, limits=limits,
             model=model, max_tokens=max_tokens, system=system, max_attempts=max_attempts,
             retry_failed=retry_failed, skip_invalid=skip_invalid, grace_seconds=grace, progress=progress,
-            handle_signals=True, resume_command=resume,
+            handle_signals=True, resume_command=resume, tier_defaulted=tier is None and None in explicit,
         ))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
