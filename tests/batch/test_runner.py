@@ -133,8 +133,10 @@ async def test_quota_error_stops_the_run_cleanly_and_resume_finishes(tmp_path: P
     assert summary.status == QUOTA_EXCEEDED and "quota" in summary.message
     assert summary.pending > 0 and summary.failed == 0
     assert summary.succeeded == len(ids_of(out)) == len(set(ids_of(out)))
+    # Tier 3 for the resume: at tier 1 it would rightly wait out the minute the first run used
+    # (its sends are counted on resume), and this fresh simulator does not need that.
     async with Simulator(SimConfig(seed=3)) as sim:
-        resumed = await run_batch(src, out, api_key=sim.api_key, base_url=sim.base_url, tier=1, model=MODEL)
+        resumed = await run_batch(src, out, api_key=sim.api_key, base_url=sim.base_url, tier=3, model=MODEL)
         assert sim.stats.chat_completions == summary.pending
     assert resumed.status == COMPLETED and sorted(ids_of(out)) == sorted(f"r{i}" for i in range(200))
 

@@ -224,3 +224,19 @@ def test_uses_the_injected_clock_when_now_is_not_given() -> None:
     clock[0] = 60.0
     assert state.try_acquire().ticket is not None
     assert "sk-" not in repr(state)
+
+
+def test_seeded_sends_of_an_earlier_process_count_against_the_minute() -> None:
+    state = LimiterState(exact(rpm=10), clock=lambda: 1000.0)
+    # Sent 50 s, 20 s and 5 s ago (counted), and 61 s ago (outside the window, ignored).
+    assert state.seed_sent([20.0, 50.0, 61.0, 5.0], now=1000.0) == 3
+    assert admit_all(state, 1000.0) == 7
+    wait = state.try_acquire(0, 1000.0).wait
+    assert wait == pytest.approx(10.0)  # the oldest seeded send (50 s ago) leaves the window first
+    assert admit_all(state, 1010.0) == 1
+
+
+def test_seeding_nothing_changes_nothing() -> None:
+    state = LimiterState(exact(rpm=5), clock=lambda: 0.0)
+    assert state.seed_sent([], now=0.0) == 0
+    assert admit_all(state, 0.0) == 5

@@ -335,6 +335,18 @@ class Journal:
             result.append(float(row[0]))
         return result
 
+    def sent_since(self, since: float) -> list[float]:
+        """Wall-clock times (``time.time()``) at which requests went in flight after ``since``."""
+        # Newest first along the primary key, stopping at ``since``: no scan of a long history.
+        found: list[float] = []
+        for status, at in self._db.execute("SELECT status, at FROM transitions ORDER BY seq DESC"):
+            if at <= since:
+                break
+            if status == IN_FLIGHT:
+                found.append(float(at))
+        found.reverse()
+        return found
+
     def transitions(self, custom_id: str) -> list[str]:
         """Every state the request has been in, oldest first (for audits and tests)."""
         rows = self._db.execute(

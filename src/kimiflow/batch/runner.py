@@ -193,6 +193,7 @@ async def run_batch(
         # Nothing to run: create no journal or output files, just say so.
         skipped = f" ({scan.problem_count} invalid line(s) skipped)" if scan.problem_count else ""
         return BatchSummary.empty(paths.as_strings(), f"no requests in {paths.input}{skipped}; nothing was sent")
+    own_limiter = limiter is None
     if limiter is None:
         if limits is None:
             limits = RateLimits.for_tier(0 if tier is None else tier, concurrency=concurrency, rpm=rpm,
@@ -212,6 +213,8 @@ async def run_batch(
                                                                            skip_lines=scan.bad_lines))
             journal.set_meta("registered", "1")
         journal.reset_in_flight()
+        if own_limiter:  # a limiter of the caller's already counts what it sent
+            _seed_recent_sends(limiter, journal)
         if retry_failed:
             journal.reset_failed()
         repair = reconcile(paths.output, journal)
@@ -355,6 +358,13 @@ def _refuse_files_of_another_run(paths: BatchPaths, journal: Journal, *, created
             raise OutputConflictError(
                 f"{path} exists but has no journal {paths.journal}: choose a new {flag} or delete the file"
             )
+
+
+def _seed_recent_sends(limiter: RateLimiter, journal: Journal) -> None:
+    """Count the last minute's sends of an earlier run: the server still does, so a resume must not burst."""
+    window = limiter.limits.window_seconds + limiter.limits.guard_seconds
+    wall = time.time()
+    limiter.state.seed_sent(wall - at for at in journal.sent_since(wall - window))
 
 
 def _default_tier_note(limiter: RateLimiter, pending: int) -> str:

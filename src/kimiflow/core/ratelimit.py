@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from kimiflow.core.tiers import tier_limits
@@ -323,6 +323,21 @@ class LimiterState:
             return
         ticket.released = True
         self.in_flight -= 1
+
+    def seed_sent(self, ages: Iterable[float], now: float | None = None) -> int:
+        """Count requests an earlier process sent ``ages`` seconds ago, so a resume does not burst.
+
+        The server still counts them in its window; a fresh process would otherwise start empty and
+        send a whole window's worth at once. Ages outside the minute window are ignored; returns
+        how many were counted. Call it before the first ``try_acquire``.
+        """
+        now = self.clock() if now is None else now
+        window = self._requests.window
+        counted = 0
+        for age in sorted((a for a in ages if 0.0 <= a < window), reverse=True):  # oldest first
+            self._requests.add(1, now - age)
+            counted += 1
+        return counted
 
     # -- feedback from the server --------------------------------------------------------------
 
