@@ -6,7 +6,13 @@
 """
 
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, InputError, LineProblem, scan_input
-from kimiflow.batch.journal import Journal, JournalError, JournalMismatchError, JournalStateError
+from kimiflow.batch.journal import (
+    Journal,
+    JournalError,
+    JournalMismatchError,
+    JournalStateError,
+    OutputConflictError,
+)
 from kimiflow.batch.limiter import RateLimiter, Slot, request_charge
 from kimiflow.batch.runner import BatchInputError, BatchPaths, run_batch, run_batch_sync
 from kimiflow.batch.summary import BatchSummary
@@ -24,6 +30,7 @@ __all__ = [
     "JournalMismatchError",
     "JournalStateError",
     "LineProblem",
+    "OutputConflictError",
     "RateLimiter",
     "RateLimits",
     "RequestTooLargeError",

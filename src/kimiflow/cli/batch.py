@@ -65,6 +65,10 @@ def batch(
     \b
     kimiflow batch tickets.jsonl -o out.jsonl --tier 2 -m moonshot-v1-8k
     kimiflow batch tickets.jsonl -o out.jsonl --concurrency 50 --rpm 200 --tpm 2000000
+
+    \b
+    Exit status: 0 all done, 2 some requests failed (re-run with --retry-failed),
+    3 quota exhausted, 4 key rejected or not permitted, 5 server unreachable, 130 interrupted.
     """
     from kimiflow.batch.progress import NullProgress, PlainProgress, default_progress
     from kimiflow.batch.runner import BatchPaths, run_batch
