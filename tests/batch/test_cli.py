@@ -111,7 +111,7 @@ def test_no_tier_projects_the_duration_at_tier_0_and_keeps_running(tmp_path: Pat
     result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(tmp_path / "o.jsonl"), "-m", "moonshot-v1-8k"])
     assert result.exit_code == 0, result.output
     assert ("no --tier given, so tier 0 limits apply (1 in flight, 3 requests/min): 1 request(s) will take "
-            "about 30 seconds; pass --tier N") in result.output
+            "about 20 seconds; pass --tier N") in result.output
     assert "completed: 1/1 succeeded" in result.output
 
 

@@ -240,3 +240,10 @@ def test_seeding_nothing_changes_nothing() -> None:
     state = LimiterState(exact(rpm=5), clock=lambda: 0.0)
     assert state.seed_sent([], now=0.0) == 0
     assert admit_all(state, 0.0) == 5
+
+
+@pytest.mark.parametrize(("tier", "rpm", "concurrency"), [(0, 3, 1), (1, 196, 49), (3, 4900, 196), (5, 9800, 980)])
+def test_margin_takes_whole_units_so_small_limits_are_used_in_full(tier: int, rpm: int, concurrency: int) -> None:
+    """2 % of tier 0's 3 RPM is nothing, not a third of the throughput."""
+    effective = LimiterState(RateLimits.for_tier(tier)).effective(now=0.0)
+    assert (effective["rpm"], effective["concurrency"]) == (rpm, concurrency)

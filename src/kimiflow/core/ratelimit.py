@@ -35,7 +35,8 @@ BUCKETS_PER_WINDOW = 1000
 class RateLimits:
     """The limits to stay under; ``None`` means unlimited.
 
-    ``margin`` keeps every count limit that fraction under the real one and ``guard_seconds``
+    ``margin`` keeps every count limit that fraction under the real one (in whole units, so small
+    limits such as tier 0's 3 RPM are used in full) and ``guard_seconds``
     lengthens each window, so a little network jitter between our clock and the server's cannot
     turn into a 429. Use ``for_tier`` for Kimi's presets:
 
@@ -242,7 +243,10 @@ class LimiterState:
     def _limit(self, value: int | None, scale: float) -> float:
         if value is None:
             return math.inf
-        return max(1.0, math.floor(value * (1.0 - self.limits.margin) * scale))
+        # The margin takes whole units only: 2 % of 200 RPM is 4, but 2 % of Kimi's tier-0 3 RPM is
+        # nothing, not one of the three (that would cost a third of the throughput).
+        kept = value - math.floor(value * self.limits.margin)
+        return max(1.0, math.floor(kept * scale))
 
     def effective(self, now: float | None = None) -> dict[str, float]:
         """The limits applied right now, after margin and adaptive back-off."""
