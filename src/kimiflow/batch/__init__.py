@@ -14,7 +14,8 @@ from kimiflow.batch.journal import (
     OutputConflictError,
 )
 from kimiflow.batch.limiter import RateLimiter, Slot, request_charge
-from kimiflow.batch.runner import BatchInputError, BatchPaths, run_batch, run_batch_sync
+from kimiflow.batch.paths import BatchPaths
+from kimiflow.batch.runner import BatchInputError, run_batch, run_batch_sync
 from kimiflow.batch.summary import BatchSummary
 from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, iter_requests, scan_input
-from kimiflow.batch.journal import PENDING, DoneStats, Journal, OutputConflictError
+from kimiflow.batch.journal import PENDING, DoneStats, Journal
 from kimiflow.batch.limiter import RateLimiter, request_charge
 from kimiflow.batch.output import (
     ResultWriter,
@@ -31,6 +31,7 @@ from kimiflow.batch.output import (
     reconcile,
     success_record,
 )
+from kimiflow.batch.paths import BatchPaths, refuse_files_of_another_run
 from kimiflow.batch.progress import NullProgress, Progress, about
 from kimiflow.batch.summary import (
     AUTH_FAILED,
@@ -68,34 +69,6 @@ UNREACHABLE_AFTER = 10
 
 class BatchInputError(KimiflowError):
     """The input file has invalid lines; nothing was sent."""
-
-
-@dataclass(frozen=True)
-class BatchPaths:
-    """Where a batch writes: output, errors, journal and summary, all derived from the output."""
-
-    input: Path
-    output: Path
-    errors: Path
-    journal: Path
-    summary: Path
-
-    @classmethod
-    def for_output(cls, input: str | Path, output: str | Path, errors: str | Path | None = None) -> BatchPaths:
-        """``OUT.jsonl`` → ``OUT.errors.jsonl``, ``OUT.journal.sqlite``, ``OUT.summary.json``."""
-        out = Path(output)
-        stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.name
-        base = out.with_name(stem)
-        return cls(
-            input=Path(input),
-            output=out,
-            errors=Path(errors) if errors is not None else base.with_name(stem + ".errors.jsonl"),
-            journal=base.with_name(stem + ".journal.sqlite"),
-            summary=base.with_name(stem + ".summary.json"),
-        )
-
-    def as_strings(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -205,7 +178,7 @@ async def run_batch(
     journal = Journal.open(paths.journal)
     try:
         if not journal.is_bound:
-            _refuse_files_of_another_run(paths, journal, created=not journal_existed)
+            refuse_files_of_another_run(paths, journal, created=not journal_existed)
         params = {**defaults.as_params(), "skip_invalid": skip_invalid}
         journal.bind(scan.fingerprint, params)
         if journal.get_meta("registered") != "1":
@@ -341,23 +314,6 @@ async def _execute(
         heartbeat.cancel()
         _settle_unreachable(run)
         run.progress.stop()
-
-
-def _refuse_files_of_another_run(paths: BatchPaths, journal: Journal, *, created: bool) -> None:
-    """A new batch must not adopt, or truncate, a non-empty output or errors file it did not write.
-
-    Without a journal nothing tells this run's results from someone's notes or another batch's
-    answers (adopting those would skip requests and bypass the changed-parameters check).
-    """
-    for path, flag in ((paths.output, "-o"), (paths.errors, "--errors")):
-        if path.exists() and path.stat().st_size > 0:
-            journal.close()
-            if created:  # leave the directory as it was
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(paths.journal) + suffix).unlink(missing_ok=True)
-            raise OutputConflictError(
-                f"{path} exists but has no journal {paths.journal}: choose a new {flag} or delete the file"
-            )
 
 
 def _seed_recent_sends(limiter: RateLimiter, journal: Journal) -> None:

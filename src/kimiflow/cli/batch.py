@@ -70,8 +70,9 @@ def batch(
     Exit status: 0 all done, 2 some requests failed (re-run with --retry-failed),
     3 quota exhausted, 4 key rejected or not permitted, 5 server unreachable, 130 interrupted.
     """
+    from kimiflow.batch.paths import BatchPaths
     from kimiflow.batch.progress import NullProgress, PlainProgress, default_progress
-    from kimiflow.batch.runner import BatchPaths, run_batch
+    from kimiflow.batch.runner import run_batch
     from kimiflow.cli.settings import require_api_key, resolve
     from kimiflow.core.ratelimit import RateLimits
 
