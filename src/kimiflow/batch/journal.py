@@ -224,25 +224,18 @@ class Journal:
     def mark_done(self, custom_id: str, stats: DoneStats, output_bytes: int) -> None:
         """Record a result whose output line ends at ``output_bytes`` (already written)."""
         with self._transaction():
-            self._move(
-                custom_id,
-                DONE,
-                (IN_FLIGHT,),
-                attempts=stats.attempts,
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
-                cost_cny=stats.cost_cny,
-                latency_ms=stats.latency_ms,
-                error=None,
-            )
+            self._move_done(custom_id, (IN_FLIGHT,), stats)
             self.set_meta("output_bytes", str(output_bytes))
 
     def adopt_done(self, custom_id: str, stats: DoneStats) -> None:
         """Reconciliation: the output holds a result the journal had not committed yet."""
+        self._move_done(custom_id, (PENDING, IN_FLIGHT, FAILED), stats)
+
+    def _move_done(self, custom_id: str, from_states: tuple[str, ...], stats: DoneStats) -> None:
         self._move(
             custom_id,
             DONE,
-            (PENDING, IN_FLIGHT, FAILED),
+            from_states,
             attempts=stats.attempts,
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
