@@ -111,26 +111,27 @@ def test_debug_flag_and_env_show_the_traceback(run, sim, monkeypatch) -> None:
 
 
 def test_the_error_names_the_base_url_the_command_was_given(monkeypatch) -> None:
-    """`kimiflow batch --base-url X`: the message names X, not the settings' URL."""
+    """A command run with ``--base-url X`` (batch, say): the message names X, not the settings' URL."""
     import click
     from click.testing import CliRunner
 
-    from kimiflow.cli.main import COMMANDS, LazyGroup, cli
+    from kimiflow.cli.main import COMMANDS, LazyGroup, cli, remember_base_url
 
     monkeypatch.setenv("MOONSHOT_BASE_URL", "https://api.moonshot.cn/v1")
 
     @click.command(name="probe")
-    @click.argument("input_path")
     @click.option("--base-url", default=None)
-    def probe(input_path: str, base_url: str | None) -> None:
+    def probe(base_url: str | None) -> None:
+        if base_url:
+            remember_base_url(base_url)  # what `kimiflow batch` and every client-building command do
         raise AuthenticationError("Invalid Authentication", status_code=401)
 
     group = LazyGroup(name="kimiflow", lazy_commands=COMMANDS, params=list(cli.params))
     group.add_command(probe)
     runner = CliRunner()
-    given = runner.invoke(group, ["probe", "in.jsonl", "--base-url", "http://127.0.0.1:9/v1"])
+    given = runner.invoke(group, ["probe", "--base-url", "http://127.0.0.1:9/v1"])
     line = _one_error_line(given)
     assert "rejected by http://127.0.0.1:9/v1 (" in line and "moonshot.cn/v1 (" not in line
     # Without --base-url the settings' URL is the one that was used.
-    default = runner.invoke(group, ["probe", "in.jsonl"])
+    default = runner.invoke(group, ["probe"])
     assert "rejected by https://api.moonshot.cn/v1 (" in _one_error_line(default)

@@ -73,6 +73,7 @@ def batch(
     from kimiflow.batch.paths import BatchPaths
     from kimiflow.batch.progress import NullProgress, PlainProgress, default_progress
     from kimiflow.batch.runner import run_batch
+    from kimiflow.cli.main import remember_base_url
     from kimiflow.cli.settings import require_api_key, resolve
     from kimiflow.core.ratelimit import RateLimits
 
@@ -91,6 +92,8 @@ def batch(
         raise click.UsageError(str(exc)) from None
     key = api_key or require_api_key()
     url = base_url or resolve("base_url")
+    if url:
+        remember_base_url(url)
     progress = NullProgress() if quiet else default_progress(sys.stderr)
     if isinstance(progress, PlainProgress):
         progress.interval = 5.0

@@ -92,31 +92,6 @@ def describe_error(exc: KimiflowError, *, base_url: str) -> str:
     return redact(line)
 
 
-def command_base_url(ctx: click.Context) -> str | None:
-    """The ``--base-url`` the failing command was given (``kimiflow batch --base-url X``), if any.
-
-    The group remembers which command it ran and with which arguments; they are parsed again,
-    leniently, because the command's own context is gone once its exception reaches the group.
-
-    >>> command_base_url(ctx)  # after `kimiflow batch in.jsonl -o out.jsonl --base-url http://h/v1`
-    'http://h/v1'
-    """
-    from kimiflow.cli.main import INVOKED_KEY
-
-    invoked = ctx.meta.get(INVOKED_KEY)
-    if invoked is None:
-        return None
-    name, command, args = invoked
-    if command is None or not any(param.name == "base_url" for param in command.params):
-        return None
-    try:
-        sub = command.make_context(name, list(args), parent=ctx, resilient_parsing=True)
-    except (click.ClickException, click.exceptions.Exit):
-        return None
-    value = sub.params.get("base_url")
-    return value if isinstance(value, str) and value else None
-
-
 def report_error(exc: BaseException, *, debug: bool, ctx: click.Context | None = None) -> None:
     """Turn a kimiflow error into one line on stderr and exit 1; return for anything else.
 
@@ -126,7 +101,9 @@ def report_error(exc: BaseException, *, debug: bool, ctx: click.Context | None =
     """
     if not isinstance(exc, KimiflowError) or debug_enabled(debug):
         return
-    base_url = command_base_url(ctx) if ctx is not None else None
+    from kimiflow.cli.main import BASE_URL_KEY
+
+    base_url = ctx.meta.get(BASE_URL_KEY) if ctx is not None else None
     if base_url is None:
         try:
             from kimiflow.cli.settings import resolve

@@ -18,8 +18,11 @@ def open_client() -> Kimi:
     ...     client.models.list()
     """
     from kimiflow import Kimi
+    from kimiflow.cli.main import remember_base_url
 
-    return Kimi(api_key=require_api_key(), base_url=resolve("base_url"))
+    client = Kimi(api_key=require_api_key(), base_url=resolve("base_url"))
+    remember_base_url(client.base_url)
+    return client
 
 
 def open_log(no_log: bool) -> LogStore | None:

@@ -27,8 +27,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-INVOKED_KEY = "kimiflow.invoked"
-"""``ctx.meta`` key: the (name, command, arguments) the group is running, for the error boundary."""
+BASE_URL_KEY = "kimiflow.base_url"
+"""``ctx.meta`` key: the API base URL the running command talks to, for the error boundary's message."""
+
+
+def remember_base_url(url: str) -> None:
+    """Note the base URL the running command uses, so an error message names that one.
+
+    Commands call it where they build their client (``--base-url`` or the settings' URL).
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[BASE_URL_KEY] = url
 
 
 class LazyGroup(click.Group):
@@ -48,14 +58,6 @@ class LazyGroup(click.Group):
         module_name, attribute = entry[0].split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        name, command, rest = super().resolve_command(ctx, args)
-        # Kept so the error boundary can read the failing command's own options (its --base-url).
-        ctx.meta[INVOKED_KEY] = (name, command, list(rest))
-        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
