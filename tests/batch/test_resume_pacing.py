@@ -54,3 +54,29 @@ async def test_resume_within_the_minute_sends_only_what_the_window_has_left(tmp_
     long_waits = [(seconds, sent) for seconds, sent in waits if seconds > 30]
     assert long_waits, f"the resume never waited for the window: {waits}"
     assert long_waits[0][1] == 11 - sent_before
+
+
+async def test_a_request_waiting_in_the_limiter_is_not_recorded_as_sent(tmp_path: Path) -> None:
+    """The journal's send times are the real sends: a resume seeds its window from them."""
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    out = tmp_path / "out.jsonl"
+    limits = RateLimits(concurrency=3, rpm=2, tpm=10**7, margin=0.0)
+    stop = asyncio.Event()
+    seen: dict[str, object] = {}
+
+    async def sleep(seconds: float) -> None:
+        # The third request is waiting for the RPM window: look at the journal now, then stop the run.
+        if "statuses" not in seen:
+            with Journal.open(tmp_path / "out.journal.sqlite") as journal:
+                seen["statuses"] = journal.counts()
+                seen["sent"] = len(journal.sent_since(0.0))
+            stop.set()
+        await asyncio.sleep(0)
+
+    async with ScriptedServer() as server:
+        summary = await run_batch(src, out, api_key="sk-test-key-0000", base_url=server.base_url, limits=limits,
+                                  model=MODEL, stop=stop, sleep=sleep, progress=NullProgress())
+    assert seen["sent"] == 2  # two sent (the second may still be on the wire), the third only waited
+    statuses = seen["statuses"]
+    assert isinstance(statuses, dict) and statuses["pending"] == 1 and statuses["in_flight"] <= 1
+    assert summary.succeeded == 2 and summary.pending == 1

@@ -317,7 +317,11 @@ async def _execute(
 
 
 def _seed_recent_sends(limiter: RateLimiter, journal: Journal) -> None:
-    """Count the last minute's sends of an earlier run: the server still does, so a resume must not burst."""
+    """Count the last minute's sends of an earlier run: the server still does, so a resume must not burst.
+
+    Only the request window is seeded: the journal records when each attempt was sent, not what it was
+    charged, so a resume right after a token-heavy minute may still meet a TPM 429 (retried, never lost).
+    """
     window = limiter.limits.window_seconds + limiter.limits.guard_seconds
     wall = time.time()
     limiter.state.seed_sent(wall - at for at in journal.sent_since(wall - window))
@@ -389,8 +393,8 @@ async def _worker(run: _Run, queue: asyncio.Queue[BatchRequest | None]) -> None:
         if run.stop.is_set():
             return
         if not run.opened.is_set():
-            # The first request goes alone: a wrong key, a wrong base URL or a model the key may not
-            # use then costs one rejected request, not a whole concurrency window of them.
+            # The first request goes alone: a wrong key (401), a key without permission (403) or an
+            # unreachable server then stops the run after one request, not a whole concurrency window.
             if not run.probing:
                 run.probing = True
                 try:
@@ -415,7 +419,6 @@ async def _first_of(*events: asyncio.Event) -> None:
 
 async def _process(run: _Run, request: BatchRequest) -> None:
     journal, cid = run.journal, request.custom_id
-    journal.mark_in_flight(cid)
     run.stats.sent += 1
     prompt_tokens, max_tokens = request_charge(request.body)
     attempts = 0  # HTTP attempts, whatever their outcome
@@ -429,6 +432,9 @@ async def _process(run: _Run, request: BatchRequest) -> None:
             async with run.limiter.slot(prompt_tokens, max_tokens=max_tokens) as slot:
                 if run.stop.is_set():
                     return
+                # Recorded at each send, not when the worker picked the request up: a resume seeds its
+                # request window from these times, and a wait in the limiter is not a send.
+                journal.mark_in_flight(cid)
                 attempts += 1
                 run.stats.attempts += 1
                 sent_at = run.clock()
