@@ -87,6 +87,24 @@ def test_one_shot_chat_cancelled_before_the_first_token(run, slow_sim, monkeypat
     assert LogStore(logs_path()).recent() == []
 
 
+@pytest.fixture(scope="module")
+def failing_sim() -> Iterator[object]:
+    """A simulator that answers every request 503: the client sits in its retry backoff."""
+    with run_in_thread(SimConfig(seed=12, fault_rates={"503": 1.0})) as server:
+        yield server
+
+
+def test_one_shot_chat_cancelled_while_connecting_or_backing_off(run, failing_sim, monkeypatch) -> None:
+    """Ctrl-C before any response headers (here: during the retry backoff) is a cancelled turn too."""
+    monkeypatch.setenv("MOONSHOT_BASE_URL", failing_sim.base_url)
+    monkeypatch.setenv("MOONSHOT_API_KEY", failing_sim.api_key)
+    with ctrl_c_after(0.3):  # the first 503 comes at once; the backoff before the retry is 0.375-0.5 s
+        result = run("chat", "讲个长故事")
+    assert result.exit_code == 130, result.stderr
+    assert "[cancelled]" in result.stderr and "Aborted" not in result.stderr
+    assert LogStore(logs_path()).recent() == []
+
+
 def test_an_answer_without_content_is_logged_but_never_sent_back(sim, store) -> None:
     with Kimi(api_key=sim.api_key, base_url=sim.base_url) as client:
         # Five tokens are all spent on reasoning: the answer's content is empty.

@@ -16,7 +16,7 @@ from kimiflow.cli.logstore import Exchange, LogStore
 from kimiflow.core.pricing import usage_cost_cny
 
 if TYPE_CHECKING:
-    from kimiflow import Kimi
+    from kimiflow import ChatCompletionStream, Kimi
     from kimiflow.types import ChatCompletion, MessageParam, Usage
 
 TextSink = Callable[[str], None]
@@ -152,9 +152,11 @@ class Conversation:
         self, messages: list[MessageParam], started: float, on_text: TextSink | None,
         on_reasoning: TextSink | None,
     ) -> Reply:
-        with self.client.chat.completions.stream(model=self.model, messages=messages, **self.params) as s:
-            try:
-                for chunk in s:
+        stream: ChatCompletionStream | None = None
+        try:
+            # Opening sends the request (and waits out any retry backoff): Ctrl-C may land there too.
+            with self.client.chat.completions.stream(model=self.model, messages=messages, **self.params) as stream:
+                for chunk in stream:
                     for choice in chunk.choices:
                         if choice.index != 0:
                             continue
@@ -163,9 +165,13 @@ class Conversation:
                             on_reasoning(delta.reasoning_content)
                         if delta.content and on_text:
                             on_text(delta.content)
-            except KeyboardInterrupt:
-                return self._reply(s.current_completion, started, s.request_id, interrupted=True)
-            return self._reply(s.get_final_completion(), started, s.request_id)
+                return self._reply(stream.get_final_completion(), started, stream.request_id)
+        except KeyboardInterrupt:
+            if stream is None:  # nothing arrived: a cancelled turn
+                from kimiflow.types import ChatCompletion
+
+                return self._reply(ChatCompletion(model=self.model), started, None, interrupted=True)
+            return self._reply(stream.current_completion, started, stream.request_id, interrupted=True)
 
     def _reply(
         self, completion: ChatCompletion, started: float, request_id: str | None, *, interrupted: bool = False
