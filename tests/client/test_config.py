@@ -91,3 +91,19 @@ def test_ask_cannot_stream_and_says_what_to_use() -> None:
     client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
     with pytest.raises(ConfigError, match=r"chat\.completions\.stream"):
         client.ask("hi", stream=True)
+
+
+@pytest.mark.parametrize("headers", [{"X-A": 1}, {"X-A": "ä"}, {"X-A": "ok\n"}, {"X-Ä": "ok"}])
+def test_headers_that_http_cannot_carry_are_config_errors(headers: dict) -> None:
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1", default_headers=headers)
+    client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        client.chat.completions.create(model="moonshot-v1-8k", messages=[{"role": "user", "content": "hi"}],
+                                       extra_headers=headers)
+
+
+@pytest.mark.parametrize("url", ["http://", "https:///v1", "ftp://host/v1"])
+def test_a_base_url_without_a_host_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="base_url"):
+        Kimi(api_key="sk-1234567890", base_url=url)

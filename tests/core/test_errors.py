@@ -66,3 +66,16 @@ def test_error_message_never_echoes_the_key() -> None:
 
 def test_redact_scrubs_key_shapes_and_given_secrets() -> None:
     assert redact("key sk-AAAAAAAAAAAA and mysecret", "mysecret") == "key sk-*** and sk-***"
+
+
+def test_a_server_echoing_the_key_does_not_put_it_in_the_error_body() -> None:
+    body = b'{"error":{"message":"Incorrect API key provided: sk-abcdef123456","type":"incorrect_api_key_error"}}'
+    err = error_from_response(401, body, {}, api_key="sk-abcdef123456")
+    assert "sk-abcdef123456" not in repr(err.body) and err.body["error"]["type"] == "incorrect_api_key_error"
+
+
+def test_odd_field_types_in_an_error_body_still_give_the_type() -> None:
+    """OpenAI-compatible gateways send a numeric ``code``; a quota error must stay a (never retried) quota error."""
+    body = b'{"error":{"message":"You exceeded your current token quota","type":"exceeded_current_quota_error","code":429}}'
+    err = error_from_response(429, body, {})
+    assert isinstance(err, QuotaExceededError) and err.message.startswith("You exceeded")

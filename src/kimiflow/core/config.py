@@ -125,11 +125,30 @@ def check_api_key(key: object) -> str:
     return key
 
 
+def _has_host(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    return scheme in ("http", "https") and bool(rest.split("/", 1)[0])
+
+
+def check_headers(headers: object) -> None:
+    """``ConfigError`` unless ``headers`` maps header names to values HTTP can carry (printable ASCII)."""
+    if not isinstance(headers, Mapping):
+        raise ConfigError(f"default_headers must be a dict of strings, got {type(headers).__name__}")
+    for name, value in headers.items():
+        for part, text in (("name", name), ("value", value)):
+            if not isinstance(text, str) or not text.isascii() or not text.isprintable():
+                raise ConfigError(
+                    f"header {name!r}: its {part} must be a string of printable ASCII characters "
+                    "(HTTP headers cannot carry other text; encode it, e.g. as base64 or percent-encoding)"
+                )
+
+
 def validate_config(config: ClientConfig) -> ClientConfig:
     """Check every field; normalise the key (stripped) and the base URL (no trailing slash)."""
     check_max_retries(config.max_retries)
     key = check_api_key(config.api_key)
-    if not isinstance(config.base_url, str) or not config.base_url.startswith(("http://", "https://")):
+    check_headers(config.default_headers)
+    if not isinstance(config.base_url, str) or not _has_host(config.base_url):
         raise ConfigError(
             f"base_url {config.base_url!r} is invalid: it must start with http:// or https:// "
             f"(for example {DEFAULT_BASE_URL})"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from kimiflow.core.config import check_headers
 from kimiflow.core.errors import ConfigError
 from kimiflow.core.requests import RequestSpec, UploadFile, build_chat_body, encode_json
 from kimiflow.types.account import Balance, TokenCount
@@ -26,7 +27,7 @@ def chat_completion(
     extra_headers: Mapping[str, str] | None,
 ) -> RequestSpec[ChatCompletion]:
     return RequestSpec("POST", "/chat/completions", ChatCompletion, body=build_chat_body(params, extra_body),
-                       extra_headers=dict(extra_headers or {}))
+                       extra_headers=_checked(extra_headers))
 
 
 def chat_completion_stream(
@@ -37,7 +38,14 @@ def chat_completion_stream(
 ) -> RequestSpec[ChatCompletionChunk]:
     body = build_chat_body({**params, "stream": True}, extra_body)
     return RequestSpec("POST", "/chat/completions", ChatCompletionChunk, body=body, stream=True,
-                       extra_headers=dict(extra_headers or {}))
+                       extra_headers=_checked(extra_headers))
+
+
+def _checked(extra_headers: Mapping[str, str] | None) -> dict[str, str]:
+    if not extra_headers:
+        return {}
+    check_headers(extra_headers)
+    return dict(extra_headers)
 
 
 def ask_messages(prompt: str, system: str | None) -> list[dict[str, str]]:

@@ -17,7 +17,6 @@ import msgspec
 from kimiflow.core.errors import APIStatusError, ConfigError, error_class_for, redact
 from kimiflow.core.retry import retry_after_from
 from kimiflow.types._base import decode
-from kimiflow.types.errors import ErrorBody
 
 logger = logging.getLogger("kimiflow")
 
@@ -97,16 +96,10 @@ def error_from_response(
 ) -> APIStatusError:
     """The most specific ``APIStatusError`` for an error response (Moonshot body, or anything else)."""
     request_id = _header(headers, REQUEST_ID_HEADER)
-    message = ""
-    error_type: str | None = None
-    parsed: Any = None
-    try:
-        parsed = decode(body, ErrorBody)
-        message = parsed.error.message
-        error_type = parsed.error.type or None
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        parsed = None
-        message, error_type = _loose_error_fields(body)
+    if api_key and api_key.encode() in body:
+        body = body.replace(api_key.encode(), b"sk-***")  # a server echoing the key must not put it in .body
+    raw = _json_or_none(body)
+    message, error_type = _error_fields(raw)
     if not message:
         text = body[:500].decode("utf-8", "replace").strip()
         message = text or f"HTTP {status} with an empty body"
@@ -119,7 +112,7 @@ def error_from_response(
         status_code=status,
         type=error_type,
         request_id=request_id,
-        body=parsed.to_dict() if parsed is not None else _json_or_none(body),
+        body=raw,
         retry_after=retry_after,
     )
 
@@ -131,12 +124,8 @@ def _json_or_none(body: bytes) -> Any:
         return None
 
 
-def _loose_error_fields(body: bytes) -> tuple[str, str | None]:
-    """``error.message`` and ``error.type`` from a body the typed decoder rejected (odd field types)."""
-    try:
-        generic = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return "", None
+def _error_fields(generic: Any) -> tuple[str, str | None]:
+    """``error.message`` and ``error.type`` of Moonshot's error body, tolerating odd shapes and types."""
     error = generic.get("error") if isinstance(generic, dict) else None
     if not isinstance(error, dict):
         return "", None
