@@ -10,8 +10,9 @@ from kimiflow import AsyncKimi, Kimi
 EXPECTED = {
     "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "AsyncChatCompletionStream",
     "AsyncKimi", "AsyncStream", "AuthenticationError", "BadRequestError", "ChatCompletion", "ChatCompletionChunk",
-    "ChatCompletionStream", "ConfigError", "ContentFilterError", "DeadlineExceededError", "EngineOverloadedError",
-    "IncompleteStreamError", "InternalServerError", "Kimi", "KimiflowError", "NotFoundError",
+    "ChatCompletionStream", "ClientClosedError", "ConfigError", "ContentFilterError", "DeadlineExceededError", "EngineOverloadedError",
+    "IncompleteStreamError", "InternalServerError", "InvalidArgumentError", "Kimi", "KimiflowError",
+    "MalformedResponseError", "NotFoundError",
     "PermissionDeniedError", "QuotaExceededError", "RateLimitError", "RetryPolicy", "Stream", "StreamError",
     "StreamIdleTimeoutError", "Timeouts", "Usage", "WEB_SEARCH_TOOL", "__version__",
 }
@@ -34,6 +35,52 @@ def test_error_tree_matches_the_design() -> None:
     assert issubclass(k.EngineOverloadedError, k.RateLimitError)
     assert issubclass(k.APITimeoutError, k.APIConnectionError)
     assert issubclass(k.IncompleteStreamError, k.StreamError)
+
+
+def _drawn_tree() -> dict[str, str]:
+    """Child -> parent as drawn in ``kimiflow.core.errors``'s docstring (the one drawing of the tree)."""
+    import re
+
+    from kimiflow.core import errors
+
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        match = re.match(r"^((?:[│ ]   )*)(?:[├└]── )?([A-Z][A-Za-z]+Error)\b", line)
+        if not match:
+            continue
+        depth = len(match.group(1)) // 4 + (1 if re.search(r"[├└]── ", line) else 0)
+        name = match.group(2)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            parents[name] = stack[-1][1]
+        stack.append((depth, name))
+    return parents
+
+
+def test_the_drawn_error_tree_is_the_real_one() -> None:
+    """Every class drawn in core/errors.py's docstring derives from the parent drawn above it."""
+    import kimiflow.batch
+
+    drawn = _drawn_tree()
+    assert len(drawn) == 23, drawn  # every class below KimiflowError
+    where = {**vars(kimiflow), **vars(kimiflow.batch)}
+    for child, parent in drawn.items():
+        assert child in where, f"{child} is drawn but not exported"
+        assert where[parent] in where[child].__bases__, f"{child} is drawn under {parent}"
+    assert issubclass(kimiflow.InvalidArgumentError, ValueError)
+
+
+def test_every_exported_exception_is_a_kimiflow_error() -> None:
+    import kimiflow.batch
+    import kimiflow.sim
+
+    for module in (kimiflow, kimiflow.batch, kimiflow.sim):
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if isinstance(obj, type) and issubclass(obj, BaseException):
+                assert issubclass(obj, kimiflow.KimiflowError), f"{module.__name__}.{name}"
 
 
 def _public_members(obj: object) -> dict[str, object]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from kimiflow.core.errors import InvalidArgumentError
+
 CHAT_URL = "/v1/chat/completions"
 MAX_REPORTED_PROBLEMS = 1000
 """Problems kept for the report; the rest are only counted."""
@@ -83,7 +85,7 @@ class InputScan:
         return "\n".join(lines)
 
 
-class InputError(ValueError):
+class InputError(InvalidArgumentError):
     """A line of the input file is not a runnable chat request."""
 
 

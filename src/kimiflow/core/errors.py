@@ -1,28 +1,39 @@
 """kimiflow's exception tree and the one table that maps a response to it.
 
-    KimiflowError
-    ├── ConfigError                      bad or missing configuration (no key, bad base URL)
-    ├── APIError                         anything that went wrong talking to the API
-    │   ├── APIStatusError               the server answered with an error status
-    │   │   ├── BadRequestError          400
-    │   │   │   └── ContentFilterError   400 content_filter
-    │   │   ├── AuthenticationError      401
-    │   │   ├── PermissionDeniedError    403
-    │   │   ├── NotFoundError            404
-    │   │   ├── RateLimitError           429 rate_limit_reached_error
-    │   │   │   └── EngineOverloadedError  429 engine_overloaded_error
-    │   │   ├── QuotaExceededError       403/429 exceeded_current_quota_error (never retried)
-    │   │   └── InternalServerError      5xx
-    │   └── APIConnectionError           no usable HTTP response
-    │       └── APITimeoutError          connect / read / stream-idle / total deadline
-    │           ├── StreamIdleTimeoutError
-    │           └── DeadlineExceededError
-    └── StreamError                      a stream failed after it started
-        └── IncompleteStreamError        the stream ended without ``data: [DONE]``
+Every exception kimiflow raises on purpose derives from ``KimiflowError``::
 
-Every API error carries ``status_code``, ``type``, ``message``, ``request_id`` (``Msh-Request-Id``)
-and ``attempts``. The API key never appears in any of them: messages are built from server text
-and request metadata only, and ``redact`` scrubs anything that looks like a key.
+    KimiflowError
+    ├── ConfigError                      the client's configuration is missing or invalid (key, base URL,
+    │                                    timeouts, headers, settings file)
+    ├── InvalidArgumentError (ValueError)  an argument to a call is unusable (no model, bad messages,
+    │   │                                a value JSON cannot carry, limits out of range); nothing was sent
+    │   ├── RequestTooLargeError         a request can never fit the TPM/TPD limit (kimiflow.limits)
+    │   └── InputError                   a batch input line is invalid (kimiflow.batch)
+    ├── ClientClosedError                the client was closed, or an AsyncKimi used from another loop
+    └── APIError                         anything that went wrong talking to the API
+        ├── APIStatusError               the server answered with an error status
+        │   ├── BadRequestError          400
+        │   │   └── ContentFilterError   400 content_filter
+        │   ├── AuthenticationError      401
+        │   ├── PermissionDeniedError    403
+        │   ├── NotFoundError            404
+        │   ├── RateLimitError           429 rate_limit_reached_error
+        │   │   └── EngineOverloadedError  429 engine_overloaded_error
+        │   ├── QuotaExceededError       403/429 exceeded_current_quota_error (never retried)
+        │   └── InternalServerError      5xx
+        ├── MalformedResponseError       a 2xx whose body is not what the API sends (retried like a 5xx)
+        ├── APIConnectionError           no usable HTTP response
+        │   └── APITimeoutError          connect / read / stream-idle / total deadline
+        │       ├── StreamIdleTimeoutError
+        │       └── DeadlineExceededError
+        └── StreamError                  a stream failed after it started (``partial`` holds what came)
+            └── IncompleteStreamError    the stream ended without ``data: [DONE]``
+
+``ValueError`` is a second base only of ``InvalidArgumentError``: code that validates arguments
+catches ``ValueError`` by habit. Every API error carries ``status_code``, ``type``, ``message``,
+``request_id`` (``Msh-Request-Id``) and ``attempts``. The API key never appears in any of them:
+messages are built from server text and request metadata only, and ``redact`` scrubs the key in
+use and anything that looks like a key.
 """
 
 from __future__ import annotations
@@ -46,7 +57,15 @@ class KimiflowError(Exception):
 
 
 class ConfigError(KimiflowError):
-    """Configuration is missing or invalid; the message says how to fix it."""
+    """The client's configuration is missing or invalid; the message says how to fix it."""
+
+
+class InvalidArgumentError(KimiflowError, ValueError):
+    """An argument to a kimiflow call is unusable; nothing was sent. The message says how to fix it."""
+
+
+class ClientClosedError(KimiflowError):
+    """The client was closed (or an ``AsyncKimi`` is used from another event loop than its own)."""
 
 
 class APIError(KimiflowError):
@@ -143,6 +162,13 @@ class InternalServerError(APIStatusError):
     """5xx: the server failed. Retried (the request may have been billed)."""
 
 
+class MalformedResponseError(APIError):
+    """A 2xx answer whose body is not what the API sends (truncated or garbled by a proxy, say).
+
+    Retried like a 5xx: the request may have been billed, but no usable answer arrived.
+    """
+
+
 class APIConnectionError(APIError):
     """No usable HTTP response: connection refused or reset, DNS failure, protocol error."""
 
@@ -175,9 +201,9 @@ class IncompleteStreamError(StreamError):
     """The stream ended without ``data: [DONE]`` (Kimi: only ``[DONE]`` means complete)."""
 
 
-def client_closed_error(client_name: str) -> KimiflowError:
+def client_closed_error(client_name: str) -> ClientClosedError:
     """The error for using a client after ``close()`` (or after its ``with`` block ended)."""
-    return KimiflowError(
+    return ClientClosedError(
         f"this client is closed: create a new {client_name}() (a `with` block closes the client at its end, "
         "and with_options() copies share their parent's connections)")
 

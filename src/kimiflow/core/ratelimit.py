@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.core.tiers import tier_limits
 
 BUCKETS_PER_WINDOW = 1000
@@ -187,7 +188,7 @@ class Admission:
     reason: str = ""
 
 
-class RequestTooLargeError(ValueError):
+class RequestTooLargeError(InvalidArgumentError):
     """A request needs more tokens than the per-minute or per-day limit allows at all."""
 
 

@@ -151,7 +151,7 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
 
 def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, attempts: int) -> T:
     """Decode a 2xx body into ``spec.into``, recording request id and attempts on wire objects."""
-    from kimiflow.core.errors import APIError
+    from kimiflow.core.errors import MalformedResponseError
 
     if spec.into is str:
         return body.decode("utf-8", "replace")  # type: ignore[return-value]
@@ -159,7 +159,7 @@ def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, at
         obj = decode(body, spec.into)  # type: ignore[type-var]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         snippet = body[:200].decode("utf-8", "replace")
-        raise APIError(
+        raise MalformedResponseError(
             f"the server's answer to {spec.method} {spec.path} is not valid: {exc} (body starts {snippet!r})",
             request_id=request_id,
             attempts=attempts,

@@ -21,6 +21,7 @@ from kimiflow.core.errors import (
     APIStatusError,
     DeadlineExceededError,
     InternalServerError,
+    MalformedResponseError,
     QuotaExceededError,
     RateLimitError,
     StreamError,
@@ -76,7 +77,7 @@ def is_retryable(exc: BaseException) -> bool:
         return False
     if isinstance(exc, StreamError):
         return False
-    if isinstance(exc, (RateLimitError, InternalServerError, APIConnectionError)):
+    if isinstance(exc, (RateLimitError, InternalServerError, APIConnectionError, MalformedResponseError)):
         return True
     if isinstance(exc, APIStatusError):
         return exc.status_code in RETRYABLE_STATUSES
@@ -92,6 +93,16 @@ class RetryPolicy:
     max_delay: float = 8.0
     jitter: float = 0.25
     """Each backoff delay is scaled by a random factor in [1 - jitter, 1]."""
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The pause after failed attempt number ``attempt`` (1-based) when the server named none:
+        ``initial_delay`` doubling per attempt, capped at ``max_delay``, scaled down by the jitter.
+
+        >>> RetryPolicy(jitter=0.0).backoff(3)
+        2.0
+        """
+        base = min(self.max_delay, self.initial_delay * (2.0 ** (attempt - 1)))
+        return base * (1.0 - self.jitter * (rng or _SHARED_RNG).random())
 
 
 _SHARED_RNG = random.Random()
@@ -126,8 +137,7 @@ class RetryState:
                 return None
             delay = retry_after
         else:
-            backoff = self.policy.initial_delay * (2.0 ** (self.attempts - 1))
-            delay = min(self.policy.max_delay, backoff) * (1.0 - self.policy.jitter * self.rng.random())
+            delay = self.policy.backoff(self.attempts, self.rng)
         remaining = self.remaining()
         if remaining is not None and delay >= remaining:
             return None

@@ -15,8 +15,8 @@ import aiohttp
 from kimiflow.core.errors import (
     APIConnectionError,
     APITimeoutError,
+    ClientClosedError,
     DeadlineExceededError,
-    KimiflowError,
     StreamIdleTimeoutError,
     client_closed_error,
 )
@@ -89,7 +89,7 @@ class AsyncTransport:
         if session is not None and not session.closed and session._loop is not asyncio.get_running_loop():
             # aiohttp connections belong to one event loop; silently opening a second pool would strand
             # the first one's sockets (the old loop cannot close them any more).
-            raise KimiflowError(
+            raise ClientClosedError(
                 "this AsyncKimi was first used in another event loop: use one AsyncKimi per event loop, "
                 "created inside the loop that uses it (e.g. in your asyncio.run() main)")
         if session is None or session.closed:
