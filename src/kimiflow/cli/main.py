@@ -27,18 +27,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-BASE_URL_KEY = "kimiflow.base_url"
-"""``ctx.meta`` key: the API base URL the running command talks to, for the error boundary's message."""
-
-
 def remember_base_url(url: str) -> None:
-    """Note the base URL the running command uses, so an error message names that one.
+    """Kept for callers that still import it from here; the helper lives in ``kimiflow.cli.boundary``.
 
-    Commands call it where they build their client (``--base-url`` or the settings' URL).
+    A forwarding function rather than a re-export: importing the boundary at the top would load
+    the error machinery for every ``--help``.
     """
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.meta[BASE_URL_KEY] = url
+    from kimiflow.cli.boundary import remember_base_url as remember
+
+    remember(url)
 
 
 class LazyGroup(click.Group):
