@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from kimiflow._version import __version__
+
 # name -> ("module:attribute", one-line help). The help is kept here so that ``kimiflow --help``
 # lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -74,7 +76,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kimiflow")
+@click.version_option(version=__version__, prog_name="kimiflow")
 @click.option("--debug", is_flag=True, help="Show full tracebacks (or set KIMIFLOW_DEBUG=1).")
 def cli(debug: bool) -> None:
     """kimiflow: the Kimi (Moonshot AI) API, done right — chat, batch, simulator."""
