@@ -4,6 +4,7 @@
 >>> Kimi().ask("你好")
 """
 
+from kimiflow._version import __version__
 from kimiflow.client import AsyncKimi, Kimi
 from kimiflow.core.config import Timeouts
 from kimiflow.core.errors import (
@@ -38,8 +39,6 @@ from kimiflow.types import (
     ChatCompletionChunk,
     Usage,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "WEB_SEARCH_TOOL",

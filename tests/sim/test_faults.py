@@ -204,3 +204,119 @@ async def test_stall_non_stream_sends_headers_then_nothing(api: Api) -> None:
 async def test_cut_applies_to_other_json_endpoints(api: Api) -> None:
     with pytest.raises(aiohttp.ClientPayloadError):
         await api.request("GET", "/models", headers={FAULT: "cut"})
+
+
+def test_every_fault_is_documented_in_the_package_docstring() -> None:
+    import kimiflow.sim
+
+    doc = kimiflow.sim.__doc__ or ""
+    missing = [name for name in kimiflow.sim.FAULT_NAMES if f"``{name}``" not in doc]
+    assert missing == []
+
+
+@pytest.mark.parametrize("path", ["/models", "/users/me/balance", "/files"])
+async def test_truncated_200_is_a_well_framed_answer_with_half_the_json(api: Api, path: str) -> None:
+    whole = await api.request("GET", path)
+    reply = await api.request("GET", path, headers={FAULT: "truncated-200"})  # no ClientPayloadError
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert int(reply.headers["Content-Length"]) == len(reply.body)
+    assert reply.body == whole.body[: len(whole.body) // 2]
+    with pytest.raises(msgspec.DecodeError):
+        reply.json()
+    assert api.sim.stats.faults["truncated-200"] == 1
+
+
+async def test_truncated_200_on_chat_is_not_billed(api: Api) -> None:
+    balance = api.sim.balance
+    reply = await api.chat({}, headers={FAULT: "truncated-200"})
+    assert reply.status == 200
+    assert int(reply.headers["Content-Length"]) == len(reply.body)
+    assert reply.body.startswith(b'{"id":"chatcmpl-')
+    with pytest.raises(msgspec.DecodeError):
+        reply.json()
+    assert api.sim.balance == balance
+
+
+async def test_echo_key_puts_the_authorization_value_in_the_id_and_the_500(api: Api) -> None:
+    authorization = f"Bearer {api.sim.api_key}"
+    for path, method in (("/chat/completions", "POST"), ("/models", "GET")):
+        body = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}]}
+        reply = await api.request(method, path, json=body if method == "POST" else None, headers={FAULT: "echo-key"})
+        assert reply.status == 500, path
+        assert reply.headers["Msh-Request-Id"] == authorization
+        assert reply.error["type"] == "server_error"
+        assert reply.error["message"].endswith(": " + authorization)
+
+
+async def test_echo_key_in_a_stream_is_a_mid_stream_error_event(api: Api) -> None:
+    authorization = f"Bearer {api.sim.api_key}"
+    reply = await api.chat({"stream": True}, headers={FAULT: "echo-key;after=3"})
+    assert reply.status == 200
+    assert reply.headers["Msh-Request-Id"] == authorization
+    events = reply.events()
+    assert len(events) == 4 and "[DONE]" not in events
+    assert all("choices" in event for event in events[:3])
+    assert events[3]["error"]["type"] == "server_error"
+    assert events[3]["error"]["message"].endswith(": " + authorization)
+
+
+async def _read_unterminated(api: Api, seconds: float) -> tuple[list[tuple[float, bytes]], bool]:
+    """(arrival time, bytes) of every read for ``seconds``, and whether the server ended the body."""
+    url = api.sim.base_url + "/chat/completions"
+    headers = {"Authorization": f"Bearer {api.sim.api_key}", FAULT: "unterminated"}
+    body = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    reads: list[tuple[float, bytes]] = []
+    ended = False
+    started = time.monotonic()
+    async with api.session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/event-stream"
+        while (left := seconds - (time.monotonic() - started)) > 0:
+            try:
+                data = await asyncio.wait_for(resp.content.readany(), left)
+            except asyncio.TimeoutError:
+                break
+            except aiohttp.ClientPayloadError:
+                ended = True
+                break
+            if not data:
+                ended = True
+                break
+            reads.append((time.monotonic(), data))
+    return reads, ended
+
+
+async def test_unterminated_sends_one_byte_of_a_data_line_every_200_ms(api: Api) -> None:
+    reads, ended = await _read_unterminated(api, 1.3)
+    received = b"".join(data for _, data in reads)
+    assert not ended
+    assert 3 <= len(received) <= 8
+    assert all(len(data) == 1 for _, data in reads)
+    assert b"data: "[: len(received)] == received[:6]
+    assert b"\n" not in received and b"\r" not in received
+    times = [at for at, _ in reads]
+    gaps = [times[i + 1] - times[i] for i in range(len(times) - 1)]
+    assert min(gaps) >= 0.1
+    for _ in range(100):  # the client left: the server stops writing and frees the slot
+        if api.sim.stats.in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert api.sim.stats.in_flight == 0
+    assert api.sim.stats.stream_chunks == 0
+
+
+async def test_unterminated_gives_up_at_its_time_limit(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimiflow.sim.chat
+
+    monkeypatch.setattr(kimiflow.sim.chat, "UNTERMINATED_LIMIT_S", 0.5)
+    reads, ended = await _read_unterminated(api, 5.0)
+    assert ended
+    assert b"\n" not in b"".join(data for _, data in reads)
+    assert 1 <= len(reads) <= 4
+
+
+async def test_unterminated_leaves_json_answers_alone(api: Api) -> None:
+    reply = await api.chat({}, headers={FAULT: "unterminated"})
+    assert reply.status == 200
+    assert reply.json()["choices"][0]["message"]["content"]

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from kimiflow.cli.inputs import UTF8_TEXT, read_piped_stdin
+
 if TYPE_CHECKING:
     from kimiflow.types import MessageParam
 
@@ -58,16 +60,15 @@ def balance(as_json: bool) -> None:
 
 
 @click.command(name="tokens")
-@click.argument("text", required=False)
-@click.option("-m", "--model", help="Model whose tokenizer counts (default: the `model` setting).")
-@click.option("-s", "--system", help="Count a system prompt too.")
+@click.argument("text", required=False, type=UTF8_TEXT)
+@click.option("-m", "--model", type=UTF8_TEXT, help="Model whose tokenizer counts (default: the `model` setting).")
+@click.option("-s", "--system", type=UTF8_TEXT, help="Count a system prompt too.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
 def tokens(text: str | None, model: str | None, system: str | None, as_json: bool) -> None:
     """Count the tokens of TEXT (or of piped stdin) with Kimi's tokenizer endpoint.
 
     Example: cat report.txt | kimiflow tokens
     """
-    from kimiflow.cli.chat import read_piped_stdin
     from kimiflow.cli.connect import open_client
     from kimiflow.cli.output import echo_json
     from kimiflow.cli.settings import resolve

@@ -30,6 +30,18 @@ from kimiflow.core.errors import (
 
 DEBUG_ENV = "KIMIFLOW_DEBUG"
 EXIT_ERROR = 1
+BASE_URL_KEY = "kimiflow.base_url"
+"""``ctx.meta`` key: the API base URL the running command talks to, for the error message."""
+
+
+def remember_base_url(url: str) -> None:
+    """Note the base URL the running command uses, so an error message names that one.
+
+    Commands call it where they build their client (``--base-url`` or the settings' URL).
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[BASE_URL_KEY] = url
 
 
 def debug_enabled(flag: bool = False) -> bool:
@@ -101,8 +113,6 @@ def report_error(exc: BaseException, *, debug: bool, ctx: click.Context | None =
     """
     if not isinstance(exc, KimiflowError) or debug_enabled(debug):
         return
-    from kimiflow.cli.main import BASE_URL_KEY
-
     base_url = ctx.meta.get(BASE_URL_KEY) if ctx is not None else None
     if base_url is None:
         try:

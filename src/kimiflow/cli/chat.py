@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from kimiflow.cli.inputs import UTF8_TEXT, parse_options, read_piped_stdin
 
 if TYPE_CHECKING:
     from kimiflow.cli.conversation import Conversation
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """``-o key=value``: the value is JSON when it parses (numbers, booleans, objects), else a string.
-
-    >>> parse_option("top_p=0.9"), parse_option("stop=END")
-    (('top_p', 0.9), ('stop', 'END'))
-    """
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise click.BadParameter(f"{text!r} is not key=value; example: -o top_p=0.9", param_hint="'-o'")
-    try:
-        value: Any = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key.strip(), value
-
-
-def read_piped_stdin() -> str | None:
-    """Text piped into the command, or ``None`` when stdin is a terminal."""
-    if sys.stdin.isatty():
-        return None
-    return sys.stdin.read()
-
-
 @click.command(name="chat")
-@click.argument("prompt", required=False)
-@click.option("-s", "--system", help="System prompt.")
-@click.option("-m", "--model", help="Model id (default: the `model` setting, moonshot-v1-8k).")
+@click.argument("prompt", required=False, type=UTF8_TEXT)
+@click.option("-s", "--system", type=UTF8_TEXT, help="System prompt.")
+@click.option("-m", "--model", type=UTF8_TEXT, help="Model id (default: the `model` setting, moonshot-v1-8k).")
 @click.option("-t", "--temperature", type=float, help="Sampling temperature (Kimi: 0 to 1).")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Longest answer, in tokens.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
@@ -60,7 +37,8 @@ def chat(
 
     Piped text is sent with the prompt: cat report.txt | kimiflow chat "总结一下"
     """
-    params: dict[str, Any] = dict(parse_option(o) for o in options)
+    flags = {"temperature": temperature, "max_tokens": max_tokens}
+    params: dict[str, Any] = parse_options(options, set_by_flags=[k for k, v in flags.items() if v is not None])
     if temperature is not None:
         params["temperature"] = temperature
     if max_tokens is not None:

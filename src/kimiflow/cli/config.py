@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from kimiflow.cli.inputs import UTF8_TEXT
+
 
 @click.group(name="config", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON (key still masked).")
@@ -42,9 +44,35 @@ def config(ctx: click.Context, as_json: bool) -> None:
     print_table("kimiflow settings", ["setting", "value", "source"], rows)
 
 
+def usable_setting(name: str, value: str) -> str:
+    """``value`` as it will be stored, or ``click.BadParameter`` when the setting could never work.
+
+    The library's own checks decide (so the CLI refuses exactly what a client would refuse later);
+    their messages never contain the key.
+    """
+    from kimiflow.core.config import check_api_key, resolve_config
+    from kimiflow.core.errors import ConfigError
+
+    value = value.strip()
+    if not value:
+        raise click.BadParameter(
+            f"an empty {name} cannot be used; give a value, or remove the setting with `kimiflow config unset {name}`.",
+            param_hint="VALUE",
+        )
+    try:
+        if name == "api_key":
+            return check_api_key(value)
+        if name == "base_url":
+            # A stand-in key: only the URL is being checked, and it must pass every client check.
+            return resolve_config(api_key="sk-config-check", base_url=value, environ={}).base_url
+    except ConfigError as exc:
+        raise click.BadParameter(f"{exc}. Nothing was saved.", param_hint="VALUE") from None
+    return value
+
+
 @config.command(name="set")
 @click.argument("name")
-@click.argument("value", required=False)
+@click.argument("value", required=False, type=UTF8_TEXT)
 def config_set(name: str, value: str | None) -> None:
     """Store a setting in the config file (api_key, base_url, model).
 
@@ -55,7 +83,8 @@ def config_set(name: str, value: str | None) -> None:
 
     check_setting_name(name)
     if value is None:
-        value = click.prompt(name, hide_input=name == "api_key")
+        value = click.prompt(name, hide_input=name == "api_key", type=UTF8_TEXT)
+    value = usable_setting(name, value)
     values = read_config_file()
     values[name] = value
     write_config_file(values)

@@ -18,7 +18,7 @@ def open_client() -> Kimi:
     ...     client.models.list()
     """
     from kimiflow import Kimi
-    from kimiflow.cli.main import remember_base_url
+    from kimiflow.cli.boundary import remember_base_url
 
     client = Kimi(api_key=require_api_key(), base_url=resolve("base_url"))
     remember_base_url(client.base_url)

@@ -13,7 +13,7 @@ HOME_ENV = "KIMIFLOW_HOME"
 
 
 def user_dir() -> Path:
-    """The kimiflow user directory, created on first use.
+    """The kimiflow user directory, created on first use (0700: it holds the key and the chat log).
 
     >>> user_dir() / "logs.db"
     PosixPath('/home/me/.local/share/kimiflow/logs.db')
@@ -26,7 +26,8 @@ def user_dir() -> Path:
         import platformdirs
 
         path = Path(platformdirs.user_data_dir("kimiflow", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    # Only the directory kimiflow creates is made private; an existing one keeps the owner's choice.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 

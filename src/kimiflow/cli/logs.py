@@ -6,11 +6,15 @@ import time
 
 import click
 
+from kimiflow.cli.inputs import UTF8_TEXT
+
+MAX_COUNT = 1_000_000
+
 
 @click.command(name="logs")
-@click.option("-n", "--count", "count", type=click.IntRange(min=1), default=3, show_default=True,
-              help="How many of the newest exchanges to show.")
-@click.option("-q", "--query", help="Only exchanges whose prompt, answer or system prompt contains TEXT.",
+@click.option("-n", "--count", "count", type=click.IntRange(min=1, max=MAX_COUNT), default=3, show_default=True,
+              help=f"How many of the newest exchanges to show (at most {MAX_COUNT:,}).")
+@click.option("-q", "--query", type=UTF8_TEXT, help="Only exchanges whose prompt, answer or system prompt contains TEXT.",
               metavar="TEXT")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, oldest first).")
 @click.option("--path", "show_path", is_flag=True, help="Print the log database's path and exit.")

@@ -121,6 +121,23 @@ def _row_to_exchange(row: tuple[Any, ...]) -> Exchange:
     )
 
 
+def make_private(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0600), or take group and other bits off an existing one.
+
+    The log holds prompts and answers, as private as the key in ``config.json``. Created before
+    SQLite opens it because SQLite would create it with the umask's usual 0644; its journal files
+    copy the database's mode.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & 0o077 and path.is_file():
+            os.chmod(path, mode & 0o700)
+    else:
+        os.close(fd)
+
+
 class LogStore:
     """The SQLite chat log.
 
@@ -134,6 +151,7 @@ class LogStore:
     def __init__(self, path: Path, *, secret: str | None = None) -> None:
         self.path = path
         self._secret = secret
+        make_private(path)
         with self._connect() as db:
             migrate(db)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from kimiflow._version import __version__
+
 # name -> ("module:attribute", one-line help). The help is kept here so that ``kimiflow --help``
 # lists every command without importing any of them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,18 +29,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-BASE_URL_KEY = "kimiflow.base_url"
-"""``ctx.meta`` key: the API base URL the running command talks to, for the error boundary's message."""
-
-
 def remember_base_url(url: str) -> None:
-    """Note the base URL the running command uses, so an error message names that one.
+    """Kept for callers that still import it from here; the helper lives in ``kimiflow.cli.boundary``.
 
-    Commands call it where they build their client (``--base-url`` or the settings' URL).
+    A forwarding function rather than a re-export: importing the boundary at the top would load
+    the error machinery for every ``--help``.
     """
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.meta[BASE_URL_KEY] = url
+    from kimiflow.cli.boundary import remember_base_url as remember
+
+    remember(url)
 
 
 class LazyGroup(click.Group):
@@ -77,7 +76,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kimiflow")
+@click.version_option(version=__version__, prog_name="kimiflow")
 @click.option("--debug", is_flag=True, help="Show full tracebacks (or set KIMIFLOW_DEBUG=1).")
 def cli(debug: bool) -> None:
     """kimiflow: the Kimi (Moonshot AI) API, done right — chat, batch, simulator."""

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from kimiflow._version import __version__
 from kimiflow.core.errors import APIStatusError, ConfigError, error_class_for, redact
 from kimiflow.core.retry import retry_after_from
 from kimiflow.types._base import decode
@@ -22,7 +23,7 @@ logger = logging.getLogger("kimiflow")
 
 T = TypeVar("T")
 REQUEST_ID_HEADER = "msh-request-id"
-USER_AGENT = "kimiflow/0.1.0"
+USER_AGENT = f"kimiflow/{__version__}"
 _encoder = msgspec.json.Encoder()
 
 

@@ -23,6 +23,30 @@ Choices where the reference leaves room (all deliberate, all tested):
   capped answer is a prefix of the uncapped one. Header ``X-Kimiflow-Sim-Tokens: N`` forces N
   completion tokens. Tool-call rule: see ``kimiflow.sim.completion``; faults: ``kimiflow.sim.faults``.
 - Stalls wait in real time (they exist to trip a client's real idle timeout), at most 300 s.
+
+Faults (``SimConfig(fault_rates=...)``, ``kimiflow sim --fault-rate``, or per request the header
+``X-Kimiflow-Sim-Fault: NAME[;times=N;key=K;after=M;...]``, grammar in ``kimiflow.sim.faults``):
+
+- ``429``, ``429-retry-after``, ``overloaded``, ``quota``, ``quota-403``, ``500``, ``502``, ``503``:
+  that error answer, with Kimi's body, instead of the endpoint's.
+- ``reset``: the TCP connection is reset before any response byte.
+- ``cut``: JSON: 200 headers, half the body, close. Stream: close after ``after`` events, no
+  ``[DONE]`` (``clean=1`` ends the HTTP response properly instead).
+- ``truncated-200``: a well-framed 200 whose JSON body is cut mid-way; Content-Length is that of
+  the cut body, so only a client that parses the body notices. Every JSON endpoint.
+- ``malformed``: chat JSON cut in half; a stream gets one broken ``data:`` event after ``after``.
+- ``error-event``: a stream sends ``after`` events, then ``data: {"error": ...}`` and ends.
+- ``echo-key``: a careless upstream that quotes the credentials: ``Msh-Request-Id`` is the
+  request's ``Authorization`` value, and so is the end of the error message, in a 500 body (JSON
+  requests, every endpoint) or in a mid-stream error event after ``after`` events (streams).
+  For proving a client or gateway never logs or re-raises the key.
+- ``stall``: headers (and ``after`` events), then silence (``keepalive=S``: only comments) until
+  the client leaves, at most 300 s.
+- ``unterminated``: stream headers, then one byte every 0.2 s of a ``data:`` line that never ends
+  (no newline, ever), until the client leaves, at most 300 s: trips an idle timeout that counts
+  bytes instead of events as progress. JSON requests are answered normally.
+- ``trickle``: ``interval=S`` between stream events (added once to a JSON answer).
+- ``keepalive``: a ``: keep-alive`` comment before every stream event.
 """
 
 from kimiflow.sim.app import Simulator, run_in_thread

@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -19,39 +19,30 @@ from aiohttp import web
 from kimiflow.core.pricing import cost_cny
 from kimiflow.sim import errors
 from kimiflow.sim.completion import ChoicePlan, plan_choices, usage_dict
-from kimiflow.sim.faults import Fault
+from kimiflow.sim.faults import Fault, echoed_key_error
+from kimiflow.sim.http import (
+    broken_json_response,
+    client_gone,
+    close_transport,
+    json_response,
+    read_body,
+    stall_until_disconnect,
+    stream_response,
+    truncated_json_response,
+)
 from kimiflow.sim.sse import DONE, KEEPALIVE, ChunkEncoder, sse_event
+from kimiflow.sim.state import SimState
 from kimiflow.sim.validation import ChatRequest, decode_json_object, validate_chat_request
-
-if TYPE_CHECKING:
-    from kimiflow.sim.app import Simulator
 
 TOKENS_HEADER = "X-Kimiflow-Sim-Tokens"
 MAX_FORCED_TOKENS = 1_000_000
-STALL_LIMIT_S = 300.0
+UNTERMINATED_INTERVAL_S = 0.2
+UNTERMINATED_LIMIT_S = 300.0
 _WRITE_BATCH = 512
 _MALFORMED = b'data: {"id":"chatcmpl-malformed","choices":[{"index":0,"delta":{"content":"\xe4\xbd\xa0\n\n'
+_UNTERMINATED_LINE = b'data: {"id":"chatcmpl-unterminated","choices":[{"index":0,"delta":{"content":"'
+_SERVER_ERROR_MESSAGE = "The server had an error while generating the response"
 _encode = msgspec.json.Encoder().encode
-
-
-MAX_BODY_BYTES = 64 * 1024 * 1024
-
-
-async def read_body(request: web.BaseRequest) -> bytes:
-    """The request body, up to 64 MB (aiohttp's own 1 MB cap is too small for 256k-token prompts)."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise errors.SimError(413, "invalid_request_error", "Invalid request: the request body exceeds 64 MB")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise errors.SimError(413, "invalid_request_error", "Invalid request: the request body exceeds 64 MB")
-        chunks.append(chunk)
-
 
 def _forced_tokens(request: web.BaseRequest) -> int | None:
     value = request.headers.get(TOKENS_HEADER)
@@ -106,39 +97,38 @@ def _choice_usage(req: ChatRequest, plan: ChoicePlan) -> dict[str, Any]:
     return usage_dict(req.prompt_tokens, [plan], req.model.reasoning)
 
 
-async def _close_transport(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.close()
+def _error_event(request: web.BaseRequest, fault_name: str) -> bytes:
+    """The mid-stream error event; ``echo-key`` puts the request's Authorization value in its message."""
+    if fault_name == "echo-key":
+        message = echoed_key_error(request.headers.get("Authorization", "")).message
+    else:
+        message = _SERVER_ERROR_MESSAGE
+    return sse_event({"error": {"message": message, "type": "server_error"}})
 
 
-async def stall_until_disconnect(request: web.BaseRequest, resp: web.StreamResponse, keepalive: float | None) -> None:
-    """Send nothing (or only keep-alive comments) until the client leaves or 300 s pass.
+async def _write_unterminated_line(request: web.BaseRequest, resp: web.StreamResponse) -> None:
+    """One byte every 0.2 s of a ``data:`` line that never ends, until the client leaves or 300 s pass.
 
-    Real time on purpose: a stall exists to exercise the client's idle timeout, which is real time.
+    Real time, like a stall: it exists to prove that a client's idle timeout counts complete events,
+    not bytes, as progress.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + STALL_LIMIT_S
-    next_ping = loop.time() + keepalive if keepalive else None
-    while loop.time() < deadline:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            return
-        step = 0.05
-        if next_ping is not None:
-            now = loop.time()
-            if now >= next_ping:
-                await resp.write(KEEPALIVE)
-                next_ping = now + keepalive  # type: ignore[operator]
-            step = min(step, max(0.0, next_ping - now))
-        await asyncio.sleep(step)
-    await _close_transport(request)
+    deadline = loop.time() + UNTERMINATED_LIMIT_S
+    sent = 0
+    while loop.time() < deadline and not client_gone(request):
+        byte = _UNTERMINATED_LINE[sent : sent + 1] or b"x"
+        await resp.write(byte)
+        sent += 1
+        await asyncio.sleep(UNTERMINATED_INTERVAL_S)
+    close_transport(request)
 
 
-async def handle_chat(sim: Simulator, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
+async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
     """Answer one chat-completion request (raises ``SimError`` for error answers)."""
     req = validate_chat_request(decode_json_object(await read_body(request)))
     forced = _forced_tokens(request)
+    if fault is not None and fault.name == "echo-key" and not req.stream:
+        raise echoed_key_error(request.headers.get("Authorization", ""))
     if sim.balance <= 0:
         raise errors.quota_exceeded(sim.balance)
     admitted_tokens = req.prompt_tokens + (req.max_tokens or sim.config.default_max_tokens)
@@ -167,7 +157,7 @@ async def handle_chat(sim: Simulator, request: web.BaseRequest, key: str, fault:
 
 
 async def _respond(
-    sim: Simulator, request: web.BaseRequest, req: ChatRequest, plans: list[ChoicePlan], fault: Fault | None
+    sim: SimState, request: web.BaseRequest, req: ChatRequest, plans: list[ChoicePlan], fault: Fault | None
 ) -> tuple[web.StreamResponse, bool]:
     ttft, per_token = sim.sample_latency()
     total_tokens = sum(plan.completion_tokens for plan in plans)
@@ -187,19 +177,21 @@ async def _respond(
     }
     body = _encode(payload)
     if fault is not None and fault.name == "malformed":
-        return sim.json_response(200, body[: len(body) // 2], request), False
+        return json_response(200, body[: len(body) // 2], request), False
     if fault is not None and fault.name in ("cut", "stall"):
-        return await sim.broken_json_response(request, body, fault), False
-    return sim.json_response(200, body, request), True
+        return await broken_json_response(request, body, fault), False
+    if fault is not None and fault.name == "truncated-200":
+        return truncated_json_response(request, body), False
+    return json_response(200, body, request), True
 
 
 async def _stream(
-    sim: Simulator, request: web.BaseRequest, req: ChatRequest, plans: list[ChoicePlan], fault: Fault | None
+    sim: SimState, request: web.BaseRequest, req: ChatRequest, plans: list[ChoicePlan], fault: Fault | None
 ) -> tuple[web.StreamResponse, bool]:
     enc = ChunkEncoder("chatcmpl-" + os.urandom(12).hex(), int(time.time()), req.model.id)
     streams = [_choice_events(enc, plan, _choice_usage(req, plan)) for plan in plans]
     events = streams[0] if len(streams) == 1 else _interleave(streams)
-    resp = sim.stream_response(request)
+    resp = stream_response(request)
     await resp.prepare(request)
     ttft, per_token = sim.sample_latency()
     sleep = sim.config.sleep
@@ -207,6 +199,9 @@ async def _stream(
     try:
         if ttft > 0:
             await sleep(ttft)
+        if fault is not None and fault.name == "unterminated":
+            await _write_unterminated_line(request, resp)
+            return resp, False
         if fault is None and per_token == 0:
             # Fast path: nothing separates the chunks, so coalesce them into large writes.
             batch: list[bytes] = []
@@ -231,7 +226,7 @@ async def _stream(
 
 
 async def _stream_slowly(
-    sim: Simulator,
+    sim: SimState,
     request: web.BaseRequest,
     req: ChatRequest,
     plans: list[ChoicePlan],
@@ -253,13 +248,12 @@ async def _stream_slowly(
                 if fault.clean:
                     await resp.write_eof()
                 else:
-                    await _close_transport(request)
+                    close_transport(request)
                 return resp, False
             if name == "malformed":
                 await resp.write(_MALFORMED)
-            elif name == "error-event":
-                error = {"message": "The server had an error while generating the response", "type": "server_error"}
-                await resp.write(sse_event({"error": error}))
+            elif name in ("error-event", "echo-key"):
+                await resp.write(_error_event(request, name))
                 await resp.write_eof()
                 return resp, False
             elif name == "stall":
@@ -275,16 +269,15 @@ async def _stream_slowly(
         await resp.write(event)
         stats.stream_chunks += 1
         sent += 1
-    if fault is not None and name in ("cut", "error-event", "stall") and sent <= after:
+    if fault is not None and name in ("cut", "error-event", "echo-key", "stall") and sent <= after:
         # ``after`` was past the end of the stream: fail where [DONE] would be.
         if name == "stall":
             await stall_until_disconnect(request, resp, fault.keepalive)
         elif name == "cut" and not fault.clean:
-            await _close_transport(request)
+            close_transport(request)
         else:
-            if name == "error-event":
-                error = {"message": "The server had an error while generating the response", "type": "server_error"}
-                await resp.write(sse_event({"error": error}))
+            if name in ("error-event", "echo-key"):
+                await resp.write(_error_event(request, name))
             await resp.write_eof()
         return resp, False
     if req.include_usage:

@@ -33,6 +33,9 @@ FAULT_NAMES: tuple[str, ...] = (
     "stall",
     "trickle",
     "keepalive",
+    "truncated-200",
+    "echo-key",
+    "unterminated",
 )
 """Every fault the simulator can inject, by the name used in ``fault_rates`` and the fault header."""
 

@@ -129,3 +129,12 @@ def format_size(n: int) -> str:
         if n >= factor and n % factor == 0:
             return f"{n // factor}{unit}"
     return f"{n}B"
+
+
+def not_found_path(path: str) -> SimError:
+    """404 for a path the API does not have."""
+    return SimError(404, "resource_not_found_error", f"Not found the path {path}")
+
+
+def method_not_allowed(method: str, path: str) -> SimError:
+    return SimError(405, "invalid_request_error", f"Invalid request: {method} is not allowed on {path}")

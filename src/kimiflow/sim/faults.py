@@ -4,20 +4,25 @@ Header grammar: ``NAME[;times=N][;key=K][;after=M][;retry_after=S][;interval=S][
 ``times=N`` fails only the first N requests that carry the same ``key`` (the whole header value
 when no key is given), then lets them through, so a client test can check "fails twice, then
 succeeds". Server-wide rates draw from one RNG seeded by the simulator's seed.
+
+What each fault does is listed in the ``kimiflow.sim`` package docstring.
 """
 
 from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from kimiflow.sim import errors
 from kimiflow.sim.config import FAULT_NAMES
-from kimiflow.sim.errors import invalid_request
+from kimiflow.sim.errors import SimError, invalid_request
 
 FAULT_HEADER = "X-Kimiflow-Sim-Fault"
 _MAX_TRACKED_KEYS = 10_000
+ECHO_KEY_MESSAGE = "internal error while authorizing request with Authorization: "
+"""The echo-key fault's message prefix; the request's whole Authorization value follows it."""
 
 
 @dataclass(frozen=True)
@@ -104,3 +109,30 @@ class FaultPicker:
                 return Fault(name)
             draw -= rate
         return None
+
+
+# Faults answered with an error before the endpoint runs: (key, fault, the RPM to quote) -> the error.
+_STATUS_FAULTS: dict[str, Callable[[str, Fault, int], SimError]] = {
+    "429": lambda key, f, rpm: errors.rpm_reached(key, rpm, f.retry_after),
+    "429-retry-after": lambda key, f, rpm: errors.rpm_reached(key, rpm, f.retry_after, retry_after_header=True),
+    "overloaded": lambda key, f, rpm: errors.engine_overloaded(),
+    "quota": lambda key, f, rpm: errors.quota_exceeded(0.0),
+    "quota-403": lambda key, f, rpm: errors.account_inactive(key),
+    "500": lambda key, f, rpm: SimError(500, "unexpected_output", "invalid state transition"),
+    "502": lambda key, f, rpm: SimError(502, "server_error", "Bad gateway: the upstream engine did not answer"),
+    "503": lambda key, f, rpm: SimError(503, "server_unavailable", "The service is temporarily unavailable"),
+}
+
+
+def status_fault_error(fault: Fault, key: str, quoted_rpm: int) -> SimError | None:
+    """The error a status fault answers with, or ``None`` when ``fault`` is not a status fault."""
+    make = _STATUS_FAULTS.get(fault.name)
+    return make(key, fault, quoted_rpm) if make is not None else None
+
+
+def echoed_key_error(authorization: str) -> SimError:
+    """The echo-key fault's 500: a careless upstream that quotes the caller's credentials back.
+
+    It exists so a client's (or gateway's) tests can prove the key never reaches a log or an error.
+    """
+    return SimError(500, "server_error", ECHO_KEY_MESSAGE + authorization)
