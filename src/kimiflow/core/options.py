@@ -27,7 +27,10 @@ def resolve_retry_policy(max_retries: int | None, retry_policy: RetryPolicy | No
         raise ConfigError(f"retry_policy must be a kimiflow.RetryPolicy, e.g. RetryPolicy(max_retries=5), "
                           f"got {type(retry_policy).__name__}")
     if max_retries is None:
-        check_max_retries(retry_policy.max_retries)
+        try:
+            check_max_retries(retry_policy.max_retries)
+        except ConfigError as exc:
+            raise ConfigError(f"retry_policy: {exc}") from None
         return retry_policy
     # replace(), not RetryPolicy(...): a subclass with its own backoff stays itself.
     return dataclasses.replace(retry_policy, max_retries=check_max_retries(max_retries))

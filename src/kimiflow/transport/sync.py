@@ -117,7 +117,9 @@ class SyncTransport:
             response = self._client.send(request, stream=True)
             try:
                 pieces = []
-                for piece in response.iter_raw():
+                # iter_bytes, not iter_raw: decoded like .content (gzip), and a body already read (a
+                # MockTransport's) is handed over instead of raising StreamConsumed.
+                for piece in response.iter_bytes():
                     pieces.append(piece)
                     if time.monotonic() > deadline:
                         raise DeadlineExceededError(f"the total deadline of {total:.3g} s passed", which="total")
