@@ -150,7 +150,7 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
 
 
 def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, attempts: int) -> T:
-    """Decode a 2xx body into ``spec.into``, recording request id and attempts on wire objects."""
+    """Decode a 2xx body into ``spec.into``, recording request id and attempts (``set_response_meta``)."""
     from kimiflow.core.errors import MalformedResponseError
 
     if spec.into is str:
