@@ -197,3 +197,14 @@ async def test_its_own_session_is_closed_by_close(server: str) -> None:
     session = aio._session
     await aio.close()
     assert session is not None and session.closed
+
+
+async def test_a_callers_session_closed_under_it_is_not_silently_replaced(server: str) -> None:
+    """A replacement session would be one nobody closes (the caller owns the original)."""
+    own = aiohttp.ClientSession()
+    await own.close()
+    aio = AsyncTransport(CONFIG, own)
+    with pytest.raises(ClientClosedError, match="ClientSession passed to AsyncKimi as http_client is closed"):
+        await aio.send(out(server + "/echo"))
+    assert aio._session is own
+    await aio.close()

@@ -186,3 +186,10 @@ def test_a_compressed_body_is_decoded_with_or_without_a_deadline(total: float | 
     sync, client = transport(lambda r: httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=packed))
     with client:
         assert sync.send(outgoing(total_timeout=total)).body == b'{"id":"x"}'
+
+
+def test_a_callers_client_closed_under_it_says_so() -> None:
+    sync, client = transport(lambda r: httpx.Response(200, content=b"{}"))
+    client.close()
+    with pytest.raises(ClientClosedError, match=r"httpx\.Client passed to Kimi as http_client is closed"):
+        sync.send(outgoing())

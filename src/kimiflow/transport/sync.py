@@ -11,6 +11,7 @@ import httpx
 from kimiflow.core.errors import (
     APIConnectionError,
     APITimeoutError,
+    ClientClosedError,
     DeadlineExceededError,
     StreamIdleTimeoutError,
     client_closed_error,
@@ -89,6 +90,9 @@ class SyncTransport:
 
     def _check_open(self) -> None:
         if self._client.is_closed:
+            if not self._owns_client:
+                raise ClientClosedError("the httpx.Client passed to Kimi as http_client is closed: keep it open "
+                                        "while the Kimi uses it, or pass a new one")
             raise client_closed_error("Kimi")
 
     def _build(self, outgoing: Outgoing, read: float) -> httpx.Request:
