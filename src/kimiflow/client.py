@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from kimiflow.core import endpoints
 from kimiflow.core.catalog import DEFAULT_MODEL
@@ -22,8 +22,8 @@ from kimiflow.core.config import (
     mask_key,
     resolve_config,
 )
-from kimiflow.core.errors import APIError, client_closed_error
-from kimiflow.core.options import CallOptions
+from kimiflow.core.errors import APIError, ConfigError, client_closed_error
+from kimiflow.core.options import CallOptions, resolve_retry_policy
 from kimiflow.core.requests import (
     RequestSpec,
     decode_success,
@@ -47,39 +47,47 @@ from kimiflow.streaming import (
     Stream,
     StreamState,
 )
-from kimiflow.transport.base import AsyncStreamResponse, Outgoing, SyncStreamResponse
+from kimiflow.transport.base import (
+    AsyncStreamResponse,
+    AsyncTransportProtocol,
+    Outgoing,
+    SyncStreamResponse,
+    SyncTransportProtocol,
+)
 from kimiflow.types.account import Balance
 from kimiflow.types.chat import ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from kimiflow.transport.aio import AsyncTransport
-    from kimiflow.transport.sync import SyncTransport
+    import aiohttp
+    import httpx
 
 logger = logging.getLogger("kimiflow")
 T = TypeVar("T")
+TransportT = TypeVar("TransportT", SyncTransportProtocol, AsyncTransportProtocol)
 
 
-class _BaseClient:
+class _BaseClient(Generic[TransportT]):
     """Configuration, request assembly and representation shared by both clients."""
 
     _config: ClientConfig
-    _transport: Any
+    _transport: TransportT | None
 
     def _init_config(
         self,
         api_key: str | None,
         base_url: str | None,
         timeout: TimeoutLike,
-        max_retries: int,
+        max_retries: int | None,
         default_headers: Mapping[str, str] | None,
         max_connections: int,
         retry_policy: RetryPolicy | None,
         clock: Callable[[], float] | None,
     ) -> None:
+        # The one retry-count rule (see resolve_retry_policy); the config then holds the effective number.
+        self._retry_policy = resolve_retry_policy(max_retries, retry_policy)
         self._apply_config(resolve_config(api_key=api_key, base_url=base_url, timeout=timeout,
-                                          max_retries=max_retries, default_headers=default_headers,
-                                          max_connections=max_connections))
-        self._retry_policy = retry_policy or RetryPolicy()
+                                          max_retries=self._retry_policy.max_retries,
+                                          default_headers=default_headers, max_connections=max_connections))
         self._clock = clock or time.monotonic
         self._owner = True  # False on with_options() copies, which share the owner's connection pool
         self._closed = False
@@ -92,7 +100,7 @@ class _BaseClient:
     def _attach_resources(self) -> None:
         raise NotImplementedError
 
-    def _get_transport(self) -> Any:
+    def _get_transport(self) -> TransportT:
         raise NotImplementedError
 
     def _copy_with(self, changes: dict[str, Any]) -> Any:
@@ -102,6 +110,8 @@ class _BaseClient:
         if "timeout" in changes:
             changes["timeouts"] = coerce_timeouts(changes.pop("timeout"), self._config.timeouts)
         clone._apply_config(self._config.replace(**changes))
+        if clone._config.max_retries != self._retry_policy.max_retries:
+            clone._retry_policy = resolve_retry_policy(clone._config.max_retries, self._retry_policy)
         clone._transport = self._get_transport()
         clone._owner = False
         clone._attach_resources()
@@ -122,6 +132,7 @@ class _BaseClient:
 
     @property
     def max_retries(self) -> int:
+        """The retries a call makes after its first attempt unless it passes its own ``max_retries=``."""
         return self._config.max_retries
 
     def __repr__(self) -> str:
@@ -130,7 +141,8 @@ class _BaseClient:
     def _retry_state(self, options: CallOptions) -> RetryState:
         policy = self._retry_policy
         if options.max_retries != policy.max_retries:
-            policy = RetryPolicy(options.max_retries, policy.initial_delay, policy.max_delay, policy.jitter)
+            # A per-call or with_options() max_retries: the explicit number wins over the policy's.
+            policy = resolve_retry_policy(options.max_retries, policy)
         total = options.timeouts.total
         deadline = None if total is None else self._clock() + total
         return RetryState(policy, deadline=deadline, clock=self._clock)
@@ -158,12 +170,19 @@ class _BaseClient:
 # ---------------------------------------------------------------------------------------------- sync
 
 
-class Kimi(_BaseClient):
+class Kimi(_BaseClient[SyncTransportProtocol]):
     """The synchronous client (httpx).
 
     >>> client = Kimi()                        # MOONSHOT_API_KEY, MOONSHOT_BASE_URL from the environment
     >>> client.ask("你好", system="你是一位語言藝術大師")
     >>> resp = client.chat.completions.create(model="moonshot-v1-8k", messages=[{"role": "user", "content": "hi"}])
+
+    Retries: an explicit ``max_retries`` wins (here, in ``with_options`` or per call); without one the
+    ``retry_policy``'s own ``max_retries`` applies; without either, 2. ``client.max_retries`` reports
+    the number in force. ``Kimi(retry_policy=RetryPolicy(max_retries=5))`` retries five times.
+
+    ``http_client``: your own ``httpx.Client`` (proxies, mounts, event hooks) carries the traffic; it
+    stays yours, and ``close()`` leaves it open.
     """
 
     def __init__(
@@ -172,18 +191,24 @@ class Kimi(_BaseClient):
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: TimeoutLike = None,
-        max_retries: int = 2,
+        max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
         max_connections: int = 1000,
-        http_client: Any = None,
+        http_client: httpx.Client | None = None,
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], Any] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._init_config(api_key, base_url, timeout, max_retries, default_headers, max_connections,
                           retry_policy, clock)
+        if http_client is not None:
+            import httpx  # already loaded: the caller built an httpx.Client
+
+            if not isinstance(http_client, httpx.Client):
+                raise ConfigError(f"http_client must be an httpx.Client, got {type(http_client).__name__} "
+                                  "(an aiohttp.ClientSession goes to AsyncKimi)")
         self._http_client = http_client
-        self._transport: SyncTransport | None = None
+        self._transport = None
         self._sleep = sleep or time.sleep
         self._attach_resources()
 
@@ -193,7 +218,7 @@ class Kimi(_BaseClient):
         self.files = Files(self)
         self.tokens = Tokens(self)
 
-    def _get_transport(self) -> SyncTransport:
+    def _get_transport(self) -> SyncTransportProtocol:
         if self._closed:
             raise client_closed_error("Kimi")
         if self._transport is None:
@@ -211,62 +236,71 @@ class Kimi(_BaseClient):
         copy: Kimi = self._copy_with(changes)
         return copy
 
-    def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
-        retry = self._retry_state(options)
+    @overload
+    def _send_with_retries(self, spec: RequestSpec[T], options: CallOptions, retry: RetryState,
+                           open_stream: Literal[False]) -> T: ...
+
+    @overload
+    def _send_with_retries(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions, retry: RetryState,
+                           open_stream: Literal[True]) -> SyncStreamResponse: ...
+
+    def _send_with_retries(self, spec: RequestSpec[Any], options: CallOptions, retry: RetryState,
+                           open_stream: bool) -> Any:
+        """The one retry loop: send until a 2xx arrives (decoded, or a stream with its headers in).
+
+        Each failure goes to ``_pause_before_retry``, which sleeps before the next attempt or gives up.
+        """
         transport = self._get_transport()
         while True:
             retry.start_attempt()
             try:
-                response = transport.send(self._outgoing(spec, options, retry))
+                outgoing = self._outgoing(spec, options, retry)
+                if open_stream:
+                    stream = transport.open_stream(outgoing, options.timeouts.stream_idle)
+                    self._log_attempt(spec, retry, stream.status, request_id_of(stream.headers))
+                    if stream.status >= 400:
+                        try:
+                            body = stream.read()
+                        finally:
+                            stream.close()
+                        raise error_from_response(stream.status, body, stream.headers, api_key=self._config.api_key)
+                    return stream
+                response = transport.send(outgoing)
                 rid = request_id_of(response.headers)
                 self._log_attempt(spec, retry, response.status, rid)
                 if response.status >= 400:
                     raise error_from_response(response.status, response.body, response.headers,
                                               api_key=self._config.api_key)
+                # Inside the loop: a malformed 2xx body is retried like a 5xx.
                 return decode_success(spec, response.body, rid, retry.attempts)
             except APIError as exc:
-                delay = retry.next_delay(exc)
-                if delay is None:
+                if not self._pause_before_retry(retry, exc):
                     raise retry.tag(exc) from None
-                self._sleep(delay)
+
+    def _pause_before_retry(self, retry: RetryState, exc: APIError) -> bool:
+        """Sleep as long as the retry rules say and return True, or return False to give up."""
+        delay = retry.next_delay(exc)
+        if delay is None:
+            return False
+        self._sleep(delay)
+        return True
+
+    def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
+        return self._send_with_retries(spec, options, self._retry_state(options), False)
 
     def _open_stream(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions) -> Stream[ChatCompletionChunk]:
         retry = self._retry_state(options)
-        idle = options.timeouts.stream_idle
-        response = self._open_response(spec, options, retry, idle)
-        state = StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
-                             request_id=request_id_of(response.headers), attempts=retry.attempts)
+        response = self._send_with_retries(spec, options, retry, True)
+        state = StreamState(idle_timeout=options.timeouts.stream_idle, deadline=retry.deadline, clock=self._clock,
+                            request_id=request_id_of(response.headers), attempts=retry.attempts)
 
         def reopen(exc: APIError) -> tuple[SyncStreamResponse, int] | None:
-            delay = retry.next_delay(exc)
-            if delay is None:
+            # None lets the stream raise its own error (with the partial answer) when no retry is due.
+            if not self._pause_before_retry(retry, exc):
                 return None
-            self._sleep(delay)
-            return self._open_response(spec, options, retry, idle), retry.attempts
+            return self._send_with_retries(spec, options, retry, True), retry.attempts
 
         return Stream(response, state, reopen)
-
-    def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions, retry: RetryState,
-                       idle: float) -> SyncStreamResponse:
-        """Send a streaming request until a 2xx response's headers arrive (retrying by the usual rules)."""
-        transport = self._get_transport()
-        while True:
-            retry.start_attempt()
-            try:
-                response = transport.open_stream(self._outgoing(spec, options, retry), idle)
-                self._log_attempt(spec, retry, response.status, request_id_of(response.headers))
-                if response.status >= 400:
-                    try:
-                        body = response.read()
-                    finally:
-                        response.close()
-                    raise error_from_response(response.status, body, response.headers, api_key=self._config.api_key)
-                return response
-            except APIError as exc:
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise retry.tag(exc) from None
-                self._sleep(delay)
 
     def ask(self, prompt: str, system: str | None = None, model: str | None = None, **params: Any) -> str:
         """One question, one answer: the seed article's ``chat_kimi()`` in one call.
@@ -284,7 +318,8 @@ class Kimi(_BaseClient):
         return self._call(endpoints.balance(), CallOptions(self._config, timeout, max_retries))
 
     def close(self) -> None:
-        """Close the connection pool (a ``with`` block does this for you)."""
+        """Close the connection pool (a ``with`` block does this for you). A caller's own
+        ``http_client`` is left open: whoever created it closes it."""
         self._closed = True
         if self._transport is not None and self._owner:
             self._transport.close()
@@ -299,11 +334,15 @@ class Kimi(_BaseClient):
 # --------------------------------------------------------------------------------------------- async
 
 
-class AsyncKimi(_BaseClient):
+class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
     """The asynchronous client (aiohttp): the same names as ``Kimi``, awaited.
 
     >>> async with AsyncKimi() as client:
     ...     resp = await client.chat.completions.create(model="moonshot-v1-8k", messages=msgs)
+
+    Retries follow ``Kimi``'s rule: an explicit ``max_retries`` wins, else the ``retry_policy``'s own,
+    else 2. ``http_client``: your own ``aiohttp.ClientSession`` carries the traffic and stays open
+    after ``close()``.
     """
 
     def __init__(
@@ -312,18 +351,24 @@ class AsyncKimi(_BaseClient):
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: TimeoutLike = None,
-        max_retries: int = 2,
+        max_retries: int | None = None,
         default_headers: Mapping[str, str] | None = None,
         max_connections: int = 1000,
-        http_client: Any = None,
+        http_client: aiohttp.ClientSession | None = None,
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[Any]] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._init_config(api_key, base_url, timeout, max_retries, default_headers, max_connections,
                           retry_policy, clock)
+        if http_client is not None:
+            import aiohttp  # already loaded: the caller built a ClientSession
+
+            if not isinstance(http_client, aiohttp.ClientSession):
+                raise ConfigError(f"http_client must be an aiohttp.ClientSession, got {type(http_client).__name__} "
+                                  "(an httpx.Client goes to Kimi)")
         self._http_client = http_client
-        self._transport: AsyncTransport | None = None
+        self._transport = None
         if sleep is None:
             import asyncio  # here, not at module level: ``import kimiflow`` stays light
 
@@ -337,7 +382,7 @@ class AsyncKimi(_BaseClient):
         self.files = AsyncFiles(self)
         self.tokens = AsyncTokens(self)
 
-    def _get_transport(self) -> AsyncTransport:
+    def _get_transport(self) -> AsyncTransportProtocol:
         if self._closed:
             raise client_closed_error("AsyncKimi")
         if self._transport is None:
@@ -351,13 +396,33 @@ class AsyncKimi(_BaseClient):
         copy: AsyncKimi = self._copy_with(changes)
         return copy
 
-    async def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
-        retry = self._retry_state(options)
+    @overload
+    async def _send_with_retries(self, spec: RequestSpec[T], options: CallOptions, retry: RetryState,
+                                 open_stream: Literal[False]) -> T: ...
+
+    @overload
+    async def _send_with_retries(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions,
+                                 retry: RetryState, open_stream: Literal[True]) -> AsyncStreamResponse: ...
+
+    async def _send_with_retries(self, spec: RequestSpec[Any], options: CallOptions, retry: RetryState,
+                                 open_stream: bool) -> Any:
+        """The one retry loop, awaited: ``Kimi._send_with_retries`` with ``await`` at each send and sleep."""
         transport = self._get_transport()
         while True:
             retry.start_attempt()
             try:
-                response = await transport.send(self._outgoing(spec, options, retry))
+                outgoing = self._outgoing(spec, options, retry)
+                if open_stream:
+                    stream = await transport.open_stream(outgoing, options.timeouts.stream_idle)
+                    self._log_attempt(spec, retry, stream.status, request_id_of(stream.headers))
+                    if stream.status >= 400:
+                        try:
+                            body = await stream.read()
+                        finally:
+                            stream.close()
+                        raise error_from_response(stream.status, body, stream.headers, api_key=self._config.api_key)
+                    return stream
+                response = await transport.send(outgoing)
                 rid = request_id_of(response.headers)
                 self._log_attempt(spec, retry, response.status, rid)
                 if response.status >= 400:
@@ -365,48 +430,32 @@ class AsyncKimi(_BaseClient):
                                               api_key=self._config.api_key)
                 return decode_success(spec, response.body, rid, retry.attempts)
             except APIError as exc:
-                delay = retry.next_delay(exc)
-                if delay is None:
+                if not await self._pause_before_retry(retry, exc):
                     raise retry.tag(exc) from None
-                await self._sleep(delay)
+
+    async def _pause_before_retry(self, retry: RetryState, exc: APIError) -> bool:
+        delay = retry.next_delay(exc)
+        if delay is None:
+            return False
+        await self._sleep(delay)
+        return True
+
+    async def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
+        return await self._send_with_retries(spec, options, self._retry_state(options), False)
 
     async def _open_stream(self, spec: RequestSpec[ChatCompletionChunk],
                            options: CallOptions) -> AsyncStream[ChatCompletionChunk]:
         retry = self._retry_state(options)
-        idle = options.timeouts.stream_idle
-        response = await self._open_response(spec, options, retry, idle)
-        state = StreamState(idle_timeout=idle, deadline=retry.deadline, clock=self._clock,
-                             request_id=request_id_of(response.headers), attempts=retry.attempts)
+        response = await self._send_with_retries(spec, options, retry, True)
+        state = StreamState(idle_timeout=options.timeouts.stream_idle, deadline=retry.deadline, clock=self._clock,
+                            request_id=request_id_of(response.headers), attempts=retry.attempts)
 
         async def reopen(exc: APIError) -> tuple[AsyncStreamResponse, int] | None:
-            delay = retry.next_delay(exc)
-            if delay is None:
+            if not await self._pause_before_retry(retry, exc):
                 return None
-            await self._sleep(delay)
-            return await self._open_response(spec, options, retry, idle), retry.attempts
+            return await self._send_with_retries(spec, options, retry, True), retry.attempts
 
         return AsyncStream(response, state, reopen)
-
-    async def _open_response(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions,
-                             retry: RetryState, idle: float) -> AsyncStreamResponse:
-        transport = self._get_transport()
-        while True:
-            retry.start_attempt()
-            try:
-                response = await transport.open_stream(self._outgoing(spec, options, retry), idle)
-                self._log_attempt(spec, retry, response.status, request_id_of(response.headers))
-                if response.status >= 400:
-                    try:
-                        body = await response.read()
-                    finally:
-                        response.close()
-                    raise error_from_response(response.status, body, response.headers, api_key=self._config.api_key)
-                return response
-            except APIError as exc:
-                delay = retry.next_delay(exc)
-                if delay is None:
-                    raise retry.tag(exc) from None
-                await self._sleep(delay)
 
     async def ask(self, prompt: str, system: str | None = None, model: str | None = None, **params: Any) -> str:
         """One question, one answer: ``await AsyncKimi().ask("你好")``."""
@@ -421,7 +470,8 @@ class AsyncKimi(_BaseClient):
         return await self._call(endpoints.balance(), CallOptions(self._config, timeout, max_retries))
 
     async def close(self) -> None:
-        """Close the connection pool (an ``async with`` block does this for you)."""
+        """Close the connection pool (an ``async with`` block does this for you). A caller's own
+        ``http_client`` session is left open."""
         self._closed = True
         if self._transport is not None and self._owner:
             await self._transport.close()

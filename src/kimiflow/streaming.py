@@ -30,7 +30,7 @@ from kimiflow.core.errors import (
 from kimiflow.core.requests import request_id_of
 from kimiflow.core.sse import ServerSentEvent, SSEDecoder
 from kimiflow.transport.base import AsyncStreamResponse, SyncStreamResponse
-from kimiflow.types._base import decode
+from kimiflow.types._base import decode, set_response_meta
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
 from kimiflow.types.errors import ErrorBody
 
@@ -350,8 +350,7 @@ class _HelperPieces:
 
 
 def _final(completion: ChatCompletion, request_id: str | None, attempts: int) -> ChatCompletion:
-    setattr(completion, "_request_id", request_id)  # noqa: B010 - extra attrs on dict=True structs
-    setattr(completion, "_attempts", attempts)  # noqa: B010
+    set_response_meta(completion, request_id, attempts)
     return completion
 
 

@@ -100,3 +100,31 @@ def test_deadline_stops_retries_that_would_overrun_it() -> None:
     now[0] = 102.0
     assert state.next_delay(status(RateLimitError, 429, retry_after=4.0)) is None  # type: ignore[arg-type]
     assert state.remaining() == 3.0
+
+
+class _FlatBackoff(RetryPolicy):
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        return 0.125
+
+
+@pytest.mark.parametrize(("explicit", "policy", "expected"), [
+    (None, None, 2),
+    (4, None, 4),
+    (None, RetryPolicy(max_retries=5), 5),
+    (0, RetryPolicy(max_retries=5), 0),
+])
+def test_one_rule_for_the_retry_count(explicit: int | None, policy: RetryPolicy | None, expected: int) -> None:
+    """An explicit max_retries wins; otherwise the policy's own; otherwise 2."""
+    from kimiflow.core.options import resolve_retry_policy
+
+    assert resolve_retry_policy(explicit, policy).max_retries == expected
+
+
+def test_overriding_the_count_keeps_the_policys_backoff_and_class() -> None:
+    from kimiflow.core.options import resolve_retry_policy
+
+    policy = _FlatBackoff(max_retries=9, initial_delay=0.01, max_delay=0.5, jitter=0.0)
+    resolved = resolve_retry_policy(1, policy)
+    assert type(resolved) is _FlatBackoff and resolved.backoff(3) == 0.125
+    assert (resolved.max_retries, resolved.initial_delay, resolved.max_delay) == (1, 0.01, 0.5)
+    assert resolve_retry_policy(None, policy) is policy

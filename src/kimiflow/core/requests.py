@@ -17,7 +17,7 @@ import msgspec
 from kimiflow._version import __version__
 from kimiflow.core.errors import APIStatusError, ConfigError, error_class_for, redact
 from kimiflow.core.retry import retry_after_from
-from kimiflow.types._base import decode
+from kimiflow.types._base import decode, set_response_meta
 
 logger = logging.getLogger("kimiflow")
 
@@ -151,7 +151,7 @@ def request_id_of(headers: Mapping[str, str]) -> str | None:
 
 
 def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, attempts: int) -> T:
-    """Decode a 2xx body into ``spec.into``, recording request id and attempts on wire objects."""
+    """Decode a 2xx body into ``spec.into``, recording request id and attempts (``set_response_meta``)."""
     from kimiflow.core.errors import MalformedResponseError
 
     if spec.into is str:
@@ -165,6 +165,5 @@ def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, at
             request_id=request_id,
             attempts=attempts,
         ) from None
-    setattr(obj, "_request_id", request_id)  # noqa: B010 - extra attrs on dict=True structs
-    setattr(obj, "_attempts", attempts)  # noqa: B010
+    set_response_meta(obj, request_id, attempts)
     return obj

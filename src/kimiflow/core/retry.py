@@ -86,7 +86,14 @@ def is_retryable(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many times and how long to wait. ``max_retries=2`` means up to three attempts."""
+    """How many times and how long to wait. ``max_retries=2`` means up to three attempts.
+
+    >>> Kimi(retry_policy=RetryPolicy(max_retries=5, initial_delay=0.2))   # six attempts at most
+
+    How many retries a client makes, one rule: an explicit ``max_retries=`` (to the constructor,
+    ``with_options`` or a single call) wins; otherwise this policy's ``max_retries``; otherwise 2.
+    An explicit count replaces only the count: the policy's delays still apply.
+    """
 
     max_retries: int = 2
     initial_delay: float = 0.5

@@ -92,6 +92,10 @@ class AsyncTransport:
             raise ClientClosedError(
                 "this AsyncKimi was first used in another event loop: use one AsyncKimi per event loop, "
                 "created inside the loop that uses it (e.g. in your asyncio.run() main)")
+        if session is not None and session.closed and not self._owns_session:
+            # Opening a replacement would leave a pool nobody closes: the caller owns this one.
+            raise ClientClosedError("the aiohttp.ClientSession passed to AsyncKimi as http_client is closed: "
+                                    "keep it open while the AsyncKimi uses it, or pass a new one")
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
             session = self._session = aiohttp.ClientSession(

@@ -11,6 +11,7 @@ import httpx
 from kimiflow.core.errors import (
     APIConnectionError,
     APITimeoutError,
+    ClientClosedError,
     DeadlineExceededError,
     StreamIdleTimeoutError,
     client_closed_error,
@@ -89,6 +90,9 @@ class SyncTransport:
 
     def _check_open(self) -> None:
         if self._client.is_closed:
+            if not self._owns_client:
+                raise ClientClosedError("the httpx.Client passed to Kimi as http_client is closed: keep it open "
+                                        "while the Kimi uses it, or pass a new one")
             raise client_closed_error("Kimi")
 
     def _build(self, outgoing: Outgoing, read: float) -> httpx.Request:
@@ -117,7 +121,9 @@ class SyncTransport:
             response = self._client.send(request, stream=True)
             try:
                 pieces = []
-                for piece in response.iter_raw():
+                # iter_bytes, not iter_raw: decoded like .content (gzip), and a body already read (a
+                # MockTransport's) is handed over instead of raising StreamConsumed.
+                for piece in response.iter_bytes():
                     pieces.append(piece)
                     if time.monotonic() > deadline:
                         raise DeadlineExceededError(f"the total deadline of {total:.3g} s passed", which="total")

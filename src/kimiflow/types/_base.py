@@ -37,6 +37,38 @@ class WireModel(msgspec.Struct, dict=True, omit_defaults=True):
         return msgspec.json.encode(self)
 
 
+class ResponseMeta:
+    """Where a decoded response came from: its ``Msh-Request-Id`` and how many HTTP attempts it took.
+
+    Every path that hands a response object to the caller (a JSON call, a stream's final completion)
+    records it with ``set_response_meta``; ``resp.request_id`` and ``resp.attempts`` read it back.
+    """
+
+    __slots__ = ("attempts", "request_id")
+
+    def __init__(self, request_id: str | None, attempts: int) -> None:
+        self.request_id = request_id
+        self.attempts = attempts
+
+    def __repr__(self) -> str:
+        return f"ResponseMeta(request_id={self.request_id!r}, attempts={self.attempts!r})"
+
+
+_NO_META = ResponseMeta(None, 1)
+"""What an object built by hand (not received) reports: no request id, one attempt."""
+
+
+def set_response_meta(obj: object, request_id: str | None, attempts: int) -> None:
+    """Record on a received wire object the request id and attempt count of its response."""
+    obj._meta = ResponseMeta(request_id, attempts)  # type: ignore[attr-defined]  # dict=True structs take extra attrs
+
+
+def response_meta(obj: object) -> ResponseMeta:
+    """The ``ResponseMeta`` recorded on ``obj`` (request id ``None`` and one attempt if none was)."""
+    meta = getattr(obj, "_meta", None)
+    return meta if isinstance(meta, ResponseMeta) else _NO_META
+
+
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 

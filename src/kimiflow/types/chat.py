@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from kimiflow.types._base import WireModel
+from kimiflow.types._base import WireModel, response_meta
 
 
 class FunctionCall(WireModel):
@@ -95,14 +95,12 @@ class ChatCompletion(WireModel):
     @property
     def request_id(self) -> str | None:
         """The ``Msh-Request-Id`` header of the response that carried this object."""
-        rid: str | None = getattr(self, "_request_id", None)
-        return rid
+        return response_meta(self).request_id
 
     @property
     def attempts(self) -> int:
         """How many HTTP attempts it took to get this response (1 = no retry)."""
-        n: int = getattr(self, "_attempts", 1)
-        return n
+        return response_meta(self).attempts
 
 
 class ChoiceDeltaFunction(WireModel):
