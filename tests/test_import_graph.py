@@ -144,12 +144,7 @@ def _one_circle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
 # Circles known and owned elsewhere, each with the reason it is tolerated for now. Only the exact
 # set of modules is excused: a new module joining the circle fails the test, and so does an entry
 # that no longer matches any circle (remove it then).
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"kimiflow.client", "kimiflow.resources"}): (
-        "resources.py names Kimi/AsyncKimi under TYPE_CHECKING for its constructors' annotations; "
-        "owned by the client work, to be replaced by a protocol of what a resource needs"
-    ),
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def test_no_import_circle_in_the_package() -> None:

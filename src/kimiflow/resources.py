@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 from typing_extensions import Unpack
 
 from kimiflow.core import endpoints
-from kimiflow.core.config import TimeoutLike
+from kimiflow.core.config import ClientConfig, TimeoutLike
 from kimiflow.core.options import CallOptions
+from kimiflow.core.requests import RequestSpec
 from kimiflow.streaming import (
     AsyncChatCompletionStream,
     AsyncStream,
@@ -29,8 +30,29 @@ from kimiflow.types.files import FileDeleted, FileList, FileObject
 from kimiflow.types.models import ModelList
 from kimiflow.types.params import ChatCompletionOptions, MessageParam
 
-if TYPE_CHECKING:
-    from kimiflow.client import AsyncKimi, Kimi
+T = TypeVar("T")
+
+
+class SyncSender(Protocol):
+    """What a sync resource needs from its client (``Kimi``): named here so resources never import it."""
+
+    _config: ClientConfig
+
+    def _call(self, spec: RequestSpec[T], options: CallOptions) -> T: ...
+
+    def _open_stream(self, spec: RequestSpec[ChatCompletionChunk],
+                     options: CallOptions) -> Stream[ChatCompletionChunk]: ...
+
+
+class AsyncSender(Protocol):
+    """What an async resource needs from its client (``AsyncKimi``)."""
+
+    _config: ClientConfig
+
+    async def _call(self, spec: RequestSpec[T], options: CallOptions) -> T: ...
+
+    async def _open_stream(self, spec: RequestSpec[ChatCompletionChunk],
+                           options: CallOptions) -> AsyncStream[ChatCompletionChunk]: ...
 
 FilePath = str | os.PathLike[str] | bytes
 
@@ -42,7 +64,7 @@ def chat_params(model: str, messages: Sequence[MessageParam], params: Mapping[st
 class Completions:
     """``client.chat.completions``: ``create()`` and the ``stream()`` helper."""
 
-    def __init__(self, client: Kimi) -> None:
+    def __init__(self, client: SyncSender) -> None:
         self._client = client
 
     @overload
@@ -92,14 +114,14 @@ class Completions:
 
 
 class Chat:
-    def __init__(self, client: Kimi) -> None:
+    def __init__(self, client: SyncSender) -> None:
         self.completions = Completions(client)
 
 
 class Models:
     """``client.models``."""
 
-    def __init__(self, client: Kimi) -> None:
+    def __init__(self, client: SyncSender) -> None:
         self._client = client
 
     def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> ModelList:
@@ -110,7 +132,7 @@ class Models:
 class Tokens:
     """``client.tokens``."""
 
-    def __init__(self, client: Kimi) -> None:
+    def __init__(self, client: SyncSender) -> None:
         self._client = client
 
     def count(self, *, model: str, messages: Sequence[MessageParam], timeout: TimeoutLike = None,
@@ -123,7 +145,7 @@ class Tokens:
 class Files:
     """``client.files``: upload documents, list them, read extracted text, delete them."""
 
-    def __init__(self, client: Kimi) -> None:
+    def __init__(self, client: SyncSender) -> None:
         self._client = client
 
     def _options(self, timeout: TimeoutLike, max_retries: int | None) -> CallOptions:
@@ -151,7 +173,7 @@ class Files:
 class AsyncCompletions:
     """``aclient.chat.completions``."""
 
-    def __init__(self, client: AsyncKimi) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._client = client
 
     @overload
@@ -195,12 +217,12 @@ class AsyncCompletions:
 
 
 class AsyncChat:
-    def __init__(self, client: AsyncKimi) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self.completions = AsyncCompletions(client)
 
 
 class AsyncModels:
-    def __init__(self, client: AsyncKimi) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._client = client
 
     async def list(self, *, timeout: TimeoutLike = None, max_retries: int | None = None) -> ModelList:
@@ -209,7 +231,7 @@ class AsyncModels:
 
 
 class AsyncTokens:
-    def __init__(self, client: AsyncKimi) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._client = client
 
     async def count(self, *, model: str, messages: Sequence[MessageParam], timeout: TimeoutLike = None,
@@ -219,7 +241,7 @@ class AsyncTokens:
 
 
 class AsyncFiles:
-    def __init__(self, client: AsyncKimi) -> None:
+    def __init__(self, client: AsyncSender) -> None:
         self._client = client
 
     def _options(self, timeout: TimeoutLike, max_retries: int | None) -> CallOptions:
