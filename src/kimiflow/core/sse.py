@@ -18,6 +18,10 @@ The parsing rules are the WHATWG HTML "event stream interpretation" rules:
 - ``id`` is ignored when it contains NUL; ``retry`` only when it is all ASCII digits;
 - an event that is not followed by its blank line when the stream ends is discarded.
 
+Beyond the standard, one limit: a line, or an event's data, longer than ``max_event_size`` bytes
+(16 MiB by default) is a ``StreamError``. Without it an upstream sending one endless line makes
+the decoder buffer everything it sends.
+
 Speed matters: this runs on every chunk of every stream. The common case — a feed containing only
 LF line ends, with ``data: `` lines followed by blank lines — is split by one C-level
 ``bytes.split`` and costs a few hundred nanoseconds per event. CR line ends are normalised to LF
@@ -28,7 +32,12 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+from kimiflow.core.errors import StreamError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+
+DEFAULT_MAX_EVENT_SIZE = 16 * 2**20
+"""Bytes a single line or event may hold; a Kimi chunk is a few hundred bytes, a long tool call some kB."""
 
 _BOM = b"\xef\xbb\xbf"
 _DATA_PREFIX = b"data: "
@@ -77,15 +86,21 @@ class SSEDecoder:
         "_comments_seen",
         "_cr_pending",
         "_data",
+        "_data_size",
         "_event_type",
         "_fields_seen",
         "_irregular",
         "_last_id",
+        "_max_event_size",
         "_pending",
+        "_pending_size",
         "_retry",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        if not isinstance(max_event_size, int) or isinstance(max_event_size, bool) or max_event_size < 1:
+            raise ValueError(f"max_event_size={max_event_size!r} is invalid: use a positive number of bytes")
+        self._max_event_size = max_event_size
         # Bytes seen so far at the very start of the stream while we cannot yet tell whether
         # they are a BOM (a BOM can itself be cut across feeds); None once decided.
         self._bom_prefix: bytes | None = b""
@@ -94,8 +109,10 @@ class SSEDecoder:
         # Pieces of the current unterminated line; joined once when its line end arrives, so a
         # long line spread over many feeds costs linear, not quadratic, time.
         self._pending: list[bytes] = []
+        self._pending_size = 0
         # Raw bytes of the current event's data lines (decoded once, at dispatch).
         self._data: list[bytes] = []
+        self._data_size = 0  # bytes in ``_data`` as of the end of the last feed
         self._event_type = ""
         self._last_id: str | None = None
         self._retry: int | None = None
@@ -158,6 +175,8 @@ class SSEDecoder:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
         lines = chunk.split(b"\n")
+        if len(chunk) > self._max_event_size:
+            self._refuse_long_lines(lines)
         pending = self._pending
         data = self._data
         if (
@@ -184,15 +203,21 @@ class SSEDecoder:
             # No line end in this piece: part of a long line (or a slow trickle).
             if tail:
                 pending.append(tail)
+                self._pending_size += len(tail)
+                if self._pending_size > self._max_event_size:
+                    self._refuse("line")
                 self._comment_only = pending[0][0] == _COLON
             return []
         data_lines_before = len(data)
         fields_before = self._fields_seen
         events: list[ServerSentEvent] = []
         if pending:
+            if self._pending_size + len(lines[0]) > self._max_event_size:
+                self._refuse("line")
             pending.append(lines[0])
             lines[0] = b"".join(pending)
             pending.clear()
+            self._pending_size = 0
         append_data = data.append
         append_event = events.append
         event_class = ServerSentEvent
@@ -218,6 +243,18 @@ class SSEDecoder:
                 self._field_line(line)
         if tail:
             pending.append(tail)
+            self._pending_size = len(tail)
+        if data:
+            # An event still open at the end of the feed: count only the lines this feed added, so
+            # an event spread over many feeds costs linear time.
+            if events:
+                self._data_size = sum(map(len, data))
+            else:
+                self._data_size += sum(map(len, data[data_lines_before:]))
+            if self._data_size > self._max_event_size:
+                self._refuse("event")
+        elif self._data_size:
+            self._data_size = 0
 
         # Progress = an event, a new data line, a non-comment field, or a non-comment partial
         # line. Computed per feed from counters so the hot loop does no extra work.
@@ -268,6 +305,21 @@ class SSEDecoder:
             return b""
         self._bom_prefix = None
         return start[len(_BOM) :] if start.startswith(_BOM) else start
+
+    def _refuse_long_lines(self, lines: list[bytes]) -> None:
+        """A feed longer than the cap: refuse it if one of its lines is (rare, so not on the hot path)."""
+        if max(map(len, lines)) > self._max_event_size:
+            self._refuse("line")
+
+    def _refuse(self, what: str) -> None:
+        limit = self._max_event_size
+        shown = f"{limit >> 20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+        # Let go of the buffered bytes now: the error (and this decoder) may be kept for a while.
+        self._pending.clear()
+        self._data.clear()
+        self._pending_size = self._data_size = 0
+        raise StreamError(f"a server-sent event {what} is longer than {shown} (SSEDecoder max_event_size): "
+                          "the upstream is not sending a normal event stream")
 
     def _field_line(self, line: bytes) -> None:
         """Apply a non-blank line that is not a plain ``data: `` line."""
