@@ -55,6 +55,7 @@ class HostileServer:
         self.max_seconds = max_seconds
         self.flood_bytes = flood_bytes
         self.port = 0
+        self.received = 0  # requests that reached this upstream, whatever the behaviour
 
     def url(self, behaviour: str) -> str:
         return f"http://127.0.0.1:{self.port}/{behaviour}/v1"
@@ -66,6 +67,7 @@ class HostileServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         behaviour = request.match_info["behaviour"]
+        self.received += 1
         key = _key_of(request)
         if behaviour == "trickle":
             return await self._trickle(request)

@@ -104,3 +104,36 @@ def test_a_truncated_200_body_is_a_malformed_response_error(hostile: HostileServ
     twin = twin_at(kind, hostile.url("truncate"), max_retries=0)
     with pytest.raises(MalformedResponseError, match="body starts"):
         twin.run(create())
+
+
+# -- item 10: values JSON cannot carry are refused before anything is sent --------------------------
+
+BAD_VALUES = [
+    ({"temperature": float("nan")}, "temperature=nan is not a number JSON can carry"),
+    ({"top_p": float("inf")}, "top_p=inf is not a number JSON can carry"),
+    ({"messages": [{"role": "user", "content": b"hi"}]}, r"messages\[0\]\.content is bytes: decode it to str first"),
+    ({"stop": {"END"}}, "stop is a set: pass a list"),
+    ({"extra_body": {"tools": [{"type": "function", "function": {"parameters": {"x": float("-inf")}}}]}},
+     r"tools\[0\]\.function\.parameters\.x=-inf"),
+    ({"user": object()}, "user is a object, which JSON cannot carry"),
+]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(("params", "message"), BAD_VALUES)
+def test_values_json_cannot_carry_are_refused_before_sending(
+    hostile: HostileServer, kind: str, params: dict[str, Any], message: str,
+) -> None:
+    """NaN/inf would go out as null, bytes as base64, sets as lists: each is an InvalidArgumentError instead."""
+    from kimiflow import InvalidArgumentError
+
+    before = hostile.received
+    params = dict(params)
+    messages = params.pop("messages", MESSAGES)
+    twin = twin_at(kind, hostile.url("truncate"), max_retries=0)
+    with pytest.raises(InvalidArgumentError, match=message):
+        twin.run(lambda c: c.chat.completions.create(model="moonshot-v1-8k", messages=messages, **params))
+    with pytest.raises(InvalidArgumentError, match=message):
+        twin.stream(lambda c: c.chat.completions.create(model="moonshot-v1-8k", messages=messages, stream=True,
+                                                        **params))
+    assert hostile.received == before, "a request with an unsendable value reached the upstream"
