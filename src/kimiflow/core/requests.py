@@ -98,10 +98,8 @@ def _plain_json(value: Any) -> bool:
 
 def _unsendable(value: Any, path: str) -> str | None:
     """What is wrong with ``value`` (at ``path``) for a JSON request body, or None if it is fine."""
-    if value is None or isinstance(value, (str, bool)):
+    if value is None or isinstance(value, (str, int)):  # bool is an int; msgspec writes big ints exactly
         return None
-    if isinstance(value, int):
-        return None if -(2**63) <= value < 2**64 else f"{path}={value} is too large an integer for JSON: use a string"
     if isinstance(value, float):
         return None if math.isfinite(value) else (
             f"{path}={value!r} is not a number JSON can carry: use a finite number")
@@ -189,7 +187,7 @@ def error_from_response(
     Everything taken from the server (request id, message, type, body) is scrubbed of the key first:
     a server or proxy that echoes the request's ``Authorization`` must not put it in front of a user.
     """
-    request_id = request_id_of(headers)
+    request_id = request_id_of(headers, api_key)
     body = redact_bytes(body, api_key)
     raw = redact_value(_json_or_none(body), api_key)
     message, error_type = _error_fields(raw)
@@ -238,10 +236,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def request_id_of(headers: Mapping[str, str]) -> str | None:
+def request_id_of(headers: Mapping[str, str], api_key: str | None = None) -> str | None:
     """The response's ``Msh-Request-Id``, with any key in use cut out (a hostile server may echo it there)."""
     request_id = _header(headers, REQUEST_ID_HEADER)
-    return request_id if request_id is None else redact(request_id)
+    return request_id if request_id is None else redact(request_id, api_key)
 
 
 def decode_success(spec: RequestSpec[T], body: bytes, request_id: str | None, attempts: int) -> T:
