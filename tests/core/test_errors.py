@@ -95,11 +95,11 @@ def test_a_key_in_use_of_any_shape_is_redacted_without_being_passed() -> None:
 def test_the_keys_remembered_are_bounded() -> None:
     from kimiflow.core import errors
 
-    for number in range(errors._MAX_KEYS_IN_USE + 10):
+    for number in range(errors._MAXKEYS_IN_USE + 10):
         errors.remember_key(f"kf-many-keys-{number:04d}")
-    assert len(errors._KEYS_IN_USE) == errors._MAX_KEYS_IN_USE
+    assert len(errors.KEYS_IN_USE) == errors._MAXKEYS_IN_USE
     assert redact("kf-many-keys-0000") == "kf-many-keys-0000"  # the oldest was forgotten
-    assert redact(f"kf-many-keys-{errors._MAX_KEYS_IN_USE + 9:04d}") == "sk-***"
+    assert redact(f"kf-many-keys-{errors._MAXKEYS_IN_USE + 9:04d}") == "sk-***"
 
 
 def test_request_id_error_type_and_nested_body_strings_are_scrubbed() -> None:

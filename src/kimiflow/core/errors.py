@@ -46,19 +46,19 @@ _MASK = "sk-***"
 # Keys of the clients configured in this process, so that ``redact`` scrubs them from text built
 # anywhere (errors, request ids, DEBUG lines, batch files, the CLI) without each caller holding the
 # key. Insertion-ordered and bounded: a process cycling through many keys forgets the oldest.
-_KEYS_IN_USE: dict[str, None] = {}
-_MAX_KEYS_IN_USE = 32
+KEYS_IN_USE: dict[str, None] = {}
+_MAXKEYS_IN_USE = 32
 # Shorter "keys" are test placeholders; scrubbing them would mangle ordinary words.
 _MIN_SECRET_LENGTH = 8
 
 
 def remember_key(key: str) -> None:
     """Have ``redact`` scrub ``key`` from every text from now on (done for each client's key)."""
-    if len(key) < _MIN_SECRET_LENGTH or key in _KEYS_IN_USE:
+    if len(key) < _MIN_SECRET_LENGTH or key in KEYS_IN_USE:
         return
-    if len(_KEYS_IN_USE) >= _MAX_KEYS_IN_USE:
-        del _KEYS_IN_USE[next(iter(_KEYS_IN_USE))]
-    _KEYS_IN_USE[key] = None
+    if len(KEYS_IN_USE) >= _MAXKEYS_IN_USE:
+        del KEYS_IN_USE[next(iter(KEYS_IN_USE))]
+    KEYS_IN_USE[key] = None
 
 
 def redact(text: str, *secrets: str | None) -> str:
@@ -71,7 +71,7 @@ def redact(text: str, *secrets: str | None) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4 and secret in text:
             text = text.replace(secret, _MASK)
-    for key in _KEYS_IN_USE:
+    for key in KEYS_IN_USE:
         if key in text:
             text = text.replace(key, _MASK)
     if "sk-" in text:
@@ -81,7 +81,7 @@ def redact(text: str, *secrets: str | None) -> str:
 
 def redact_bytes(body: bytes, *secrets: str | None) -> bytes:
     """``body`` with every key ``redact`` knows replaced, for raw bytes kept or shown later."""
-    for secret in (*secrets, *_KEYS_IN_USE):
+    for secret in (*secrets, *KEYS_IN_USE):
         if secret and len(secret) >= 4:
             raw = secret.encode()
             if raw in body:
