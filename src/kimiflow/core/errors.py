@@ -33,7 +33,10 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
 catches ``ValueError`` by habit. Every API error carries ``status_code``, ``type``, ``message``,
 ``request_id`` (``Msh-Request-Id``) and ``attempts``. The API key never appears in any of them:
 messages are built from server text and request metadata only, and ``redact`` scrubs the key in
-use and anything that looks like a key.
+use and anything that looks like a key. Server text can echo the key (a hostile proxy copying
+``Authorization`` into ``Msh-Request-Id`` or an error body), so every client's key is remembered
+here when its configuration is validated (``remember_key``) and scrubbed in any shape, not only
+``sk-...``, wherever ``redact`` runs: errors, request ids, DEBUG lines, batch files, the CLI.
 """
 
 from __future__ import annotations
