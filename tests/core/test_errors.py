@@ -95,11 +95,16 @@ def test_a_key_in_use_of_any_shape_is_redacted_without_being_passed() -> None:
 def test_the_keys_remembered_are_bounded() -> None:
     from kimiflow.core import errors
 
-    for number in range(errors._MAXKEYS_IN_USE + 10):
-        errors.remember_key(f"kf-many-keys-{number:04d}")
-    assert len(errors.KEYS_IN_USE) == errors._MAXKEYS_IN_USE
-    assert redact("kf-many-keys-0000") == "kf-many-keys-0000"  # the oldest was forgotten
-    assert redact(f"kf-many-keys-{errors._MAXKEYS_IN_USE + 9:04d}") == "sk-***"
+    saved = dict(errors.KEYS_IN_USE)
+    try:
+        for number in range(errors._MAX_KEYS_IN_USE + 10):
+            errors.remember_key(f"kf-many-keys-{number:04d}")
+        assert len(errors.KEYS_IN_USE) == errors._MAX_KEYS_IN_USE
+        assert redact("kf-many-keys-0000") == "kf-many-keys-0000"  # the oldest was forgotten
+        assert redact(f"kf-many-keys-{errors._MAX_KEYS_IN_USE + 9:04d}") == "sk-***"
+    finally:  # the keys of other tests' clients stay remembered
+        errors.KEYS_IN_USE.clear()
+        errors.KEYS_IN_USE.update(saved)
 
 
 def test_request_id_error_type_and_nested_body_strings_are_scrubbed() -> None:

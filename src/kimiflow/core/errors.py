@@ -50,7 +50,7 @@ _MASK = "sk-***"
 # anywhere (errors, request ids, DEBUG lines, batch files, the CLI) without each caller holding the
 # key. Insertion-ordered and bounded: a process cycling through many keys forgets the oldest.
 KEYS_IN_USE: dict[str, None] = {}
-_MAXKEYS_IN_USE = 32
+_MAX_KEYS_IN_USE = 32
 # Shorter "keys" are test placeholders; scrubbing them would mangle ordinary words.
 _MIN_SECRET_LENGTH = 8
 
@@ -59,7 +59,7 @@ def remember_key(key: str) -> None:
     """Have ``redact`` scrub ``key`` from every text from now on (done for each client's key)."""
     if len(key) < _MIN_SECRET_LENGTH or key in KEYS_IN_USE:
         return
-    if len(KEYS_IN_USE) >= _MAXKEYS_IN_USE:
+    if len(KEYS_IN_USE) >= _MAX_KEYS_IN_USE:
         del KEYS_IN_USE[next(iter(KEYS_IN_USE))]
     KEYS_IN_USE[key] = None
 
