@@ -411,3 +411,49 @@ def test_the_cap_is_named_in_mib_and_must_be_positive() -> None:
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_event_size"):
             SSEDecoder(max_event_size=bad)  # type: ignore[arg-type]
+
+
+def refused_by_cap(stream: bytes, cap: int) -> bool:
+    """The model: a line (line end excluded) or an event's data values above ``cap`` bytes is refused."""
+    event_size = 0
+    *lines, tail = stream.split(b"\n")
+    if len(tail) > cap:  # an unterminated last line counts as a line, but is not data yet
+        return True
+    for line in lines:
+        if len(line) > cap:
+            return True
+        if not line:
+            event_size = 0
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            event_size += len(value) - (value[:1] == b" ")
+            if event_size > cap:
+                return True
+    return False
+
+
+def decode_capped(pieces: list[bytes], cap: int) -> list[ServerSentEvent] | None:
+    decoder = SSEDecoder(max_event_size=cap)
+    events: list[ServerSentEvent] = []
+    try:
+        for piece in pieces:
+            events.extend(decoder.feed(piece))
+    except StreamError:
+        return None
+    return events
+
+
+_CAPPED_LINES = st.sampled_from([b"data: abc", b"data:defgh", b"data", b": keep-alive", b"event: e", b"", b"",
+                                 b"data: " + b"x" * 14, b"id: 1"])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_CAPPED_LINES, max_size=25), st.integers(8, 40), st.data())
+def test_the_cap_refuses_the_same_streams_however_they_are_cut(lines: list[bytes], cap: int,
+                                                              data: st.DataObject) -> None:
+    stream = b"\n".join(lines)
+    expected = None if refused_by_cap(stream, cap) else decode_capped([stream], 10**9)
+    assert decode_capped([stream], cap) == expected
+    assert decode_capped(data.draw(cuts(stream)), cap) == expected
+    assert decode_capped([stream[i : i + 1] for i in range(len(stream))], cap) == expected

@@ -166,6 +166,10 @@ class SSEDecoder:
         ``chunk`` may be any slice of the stream: a single byte, half a UTF-8 character, or
         many events at once.
         """
+        if len(chunk) > self._max_event_size:
+            # Rare: fed in pieces no longer than the cap, the size accounting below stays exact
+            # (the decoder gives the same events however the bytes are cut).
+            return self._feed_in_pieces(chunk)
         if self._irregular:
             chunk = self._settle(chunk)
         if b"\r" in chunk:
@@ -175,8 +179,6 @@ class SSEDecoder:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
         lines = chunk.split(b"\n")
-        if len(chunk) > self._max_event_size:
-            self._refuse_long_lines(lines)
         pending = self._pending
         data = self._data
         if (
@@ -209,6 +211,7 @@ class SSEDecoder:
                 self._comment_only = pending[0][0] == _COLON
             return []
         data_lines_before = len(data)
+        carried = self._data_size + self._pending_size if (data or pending) else 0
         fields_before = self._fields_seen
         events: list[ServerSentEvent] = []
         if pending:
@@ -244,6 +247,8 @@ class SSEDecoder:
         if tail:
             pending.append(tail)
             self._pending_size = len(tail)
+        if carried and events and carried + len(chunk) > self._max_event_size:
+            self._check_carried_event(lines)
         if data:
             # An event still open at the end of the feed: count only the lines this feed added, so
             # an event spread over many feeds costs linear time.
@@ -306,10 +311,29 @@ class SSEDecoder:
         self._bom_prefix = None
         return start[len(_BOM) :] if start.startswith(_BOM) else start
 
-    def _refuse_long_lines(self, lines: list[bytes]) -> None:
-        """A feed longer than the cap: refuse it if one of its lines is (rare, so not on the hot path)."""
-        if max(map(len, lines)) > self._max_event_size:
-            self._refuse("line")
+    def _feed_in_pieces(self, chunk: bytes) -> list[ServerSentEvent]:
+        step = self._max_event_size
+        events: list[ServerSentEvent] = []
+        for start in range(0, len(chunk), step):
+            events += self.feed(chunk[start : start + step])
+        return events
+
+    def _check_carried_event(self, lines: list[bytes]) -> None:
+        """Refuse the first event of a feed if, with the data it carried in, it is above the cap.
+
+        Only called when that is possible at all (carried bytes + this feed > cap), so the
+        common feed never re-reads its lines. ``lines`` are this feed's lines (the carried
+        partial line already joined in); the first blank one dispatched the carried event.
+        """
+        size = self._data_size
+        for line in lines:
+            if not line:
+                break
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                size += len(value) - (value[:1] == b" ")
+        if size > self._max_event_size:
+            self._refuse("event")
 
     def _refuse(self, what: str) -> None:
         limit = self._max_event_size
