@@ -4,6 +4,7 @@ traceback from inside httpx or aiohttp at the first request, never the key echoe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,22 @@ def test_nan_and_infinite_timeouts_are_refused(value: float) -> None:
         client.with_options(timeout=value)
     with pytest.raises(ConfigError, match="positive, finite"):
         client.balance(timeout=value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_batch_timeout_nan_or_inf_is_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    value: str) -> None:
+    """``--timeout nan`` passes click's FloatRange(min=0.1) (NaN compares false); the client refuses it."""
+    from click.testing import CliRunner
+
+    from kimiflow.cli.main import cli
+
+    monkeypatch.setenv("MOONSHOT_API_KEY", KEY)
+    monkeypatch.setenv("MOONSHOT_BASE_URL", "http://127.0.0.1:9/v1")  # never reached
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "hi"}\n')
+    result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(tmp_path / "out.jsonl"), "-m", "moonshot-v1-8k",
+                                      "--timeout", value])
+    assert result.exit_code == 1
+    assert f"timeout read={value} is invalid: use a positive, finite number of seconds" in result.output
+    assert "Traceback" not in result.output
