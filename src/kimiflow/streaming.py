@@ -26,9 +26,10 @@ from kimiflow.core.errors import (
     IncompleteStreamError,
     StreamError,
     StreamIdleTimeoutError,
+    redact,
 )
 from kimiflow.core.requests import request_id_of
-from kimiflow.core.sse import ServerSentEvent, SSEDecoder
+from kimiflow.core.sse import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
 from kimiflow.transport.base import AsyncStreamResponse, SyncStreamResponse
 from kimiflow.types._base import decode, set_response_meta
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
@@ -50,8 +51,10 @@ class StreamState:
         clock: Callable[[], float],
         request_id: str | None,
         attempts: int,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     ) -> None:
-        self.decoder = SSEDecoder()
+        self.max_event_size = max_event_size
+        self.decoder = SSEDecoder(max_event_size)
         self.accumulator = ChatCompletionAccumulator()
         self.idle_timeout = idle_timeout
         self.deadline = deadline
@@ -63,12 +66,18 @@ class StreamState:
         self.yielded = 0
 
     def check_time(self, progressed: bool) -> None:
+        """Raise if the idle timeout or the deadline passed; ``progressed``: an event was dispatched.
+
+        Only a whole event is progress: bytes of a line that never ends (or keep-alive comments)
+        prove the connection lives, not that the answer moves.
+        """
         now = self.clock()
         if progressed:
             self.last_progress = now
         elif now - self.last_progress > self.idle_timeout:
             raise StreamIdleTimeoutError(
-                f"no stream data for {self.idle_timeout:g} s (stream idle timeout; keep-alive comments do not count)",
+                f"no stream event for {self.idle_timeout:g} s (stream idle timeout; keep-alive comments and "
+                "unfinished lines do not count)",
                 which="stream_idle", request_id=self.request_id, attempts=self.attempts,
             )
         if self.deadline is not None and now > self.deadline:
@@ -82,8 +91,9 @@ class StreamState:
         try:
             chunk = decode(data, ChatCompletionChunk, keep_raw=False)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # Scrub, then cut: a cut key would keep its first characters.
             raise StreamError(
-                f"malformed stream chunk ({exc}): {data[:200]!r}", partial=self.partial(),
+                f"malformed stream chunk ({redact(str(exc))}): {redact(data[:4096])[:200]!r}", partial=self.partial(),
                 request_id=self.request_id, attempts=self.attempts,
             ) from None
         if not chunk.choices and chunk.usage is None and not chunk.id:
@@ -100,10 +110,11 @@ class StreamState:
         return chunk
 
     def error_event(self, data: str) -> StreamError:
-        message, error_type = data[:300], None
+        message, error_type = redact(data[:4096])[:300], None
         try:
             body = decode(data, ErrorBody, keep_raw=False)
-            message, error_type = body.error.message or message, body.error.type or None
+            message = redact(body.error.message)[:2000] if body.error.message else message
+            error_type = redact(body.error.type) if body.error.type else None
         except (msgspec.DecodeError, msgspec.ValidationError):
             pass
         return StreamError(f"the server reported an error mid-stream: {message}", type=error_type,
@@ -128,7 +139,7 @@ class StreamState:
 
     def restart(self, request_id: str | None, attempts: int) -> None:
         """Start over on a fresh response (nothing was yielded from the previous one)."""
-        self.decoder = SSEDecoder()
+        self.decoder = SSEDecoder(self.max_event_size)
         self.accumulator = ChatCompletionAccumulator()
         self.last_progress = self.clock()
         self.request_id = request_id
@@ -190,7 +201,7 @@ class Stream(Generic[T]):
                 try:
                     for raw in self._response.iter_raw():
                         events = state.decoder.feed(raw)
-                        state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
+                        state.check_time(bool(events))
                         for event in events:
                             if event.data == _DONE:
                                 state.done = True
@@ -267,7 +278,7 @@ class AsyncStream(Generic[T]):
                 try:
                     async for raw in self._response.iter_raw():
                         events = state.decoder.feed(raw)
-                        state.check_time(bool(events) or not state.decoder.last_activity_was_comment)
+                        state.check_time(bool(events))
                         for event in events:
                             if event.data == _DONE:
                                 state.done = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kimiflow import AsyncKimi, ConfigError, Kimi, Timeouts
+from kimiflow import AsyncKimi, ConfigError, InvalidArgumentError, Kimi, Timeouts
 from kimiflow.core.config import DEFAULT_BASE_URL, mask_key, resolve_config
 
 
@@ -89,7 +89,7 @@ def test_per_call_max_retries_is_validated(bad: object) -> None:
 
 def test_ask_cannot_stream_and_says_what_to_use() -> None:
     client = Kimi(api_key="sk-1234567890", base_url="http://127.0.0.1:3/v1")
-    with pytest.raises(ConfigError, match=r"chat\.completions\.stream"):
+    with pytest.raises(InvalidArgumentError, match=r"chat\.completions\.stream"):
         client.ask("hi", stream=True)
 
 

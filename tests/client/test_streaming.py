@@ -276,3 +276,10 @@ def test_stream_total_deadline(twin: Twin) -> None:
         twin.stream(slow, max_retries=0, timeout=Timeouts(stream_idle=10, total=1.0))
     assert info.value.which == "total"
     assert 0.9 <= time.monotonic() - started < 3.0
+
+
+def test_events_slower_than_the_stream_lasts_but_within_the_idle_timeout_complete(twin: Twin) -> None:
+    """Each dispatched event resets the idle timer: a 1.2 s stream of events 0.1 s apart passes a 0.5 s limit."""
+    chunks = twin.stream(opener("trickle;interval=0.1", max_tokens=12), max_retries=0,
+                         timeout=Timeouts(read=5, stream_idle=0.5))
+    assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")

@@ -79,3 +79,51 @@ def test_odd_field_types_in_an_error_body_still_give_the_type() -> None:
     body = b'{"error":{"message":"You exceeded your current token quota","type":"exceeded_current_quota_error","code":429}}'
     err = error_from_response(429, body, {})
     assert isinstance(err, QuotaExceededError) and err.message.startswith("You exceeded")
+
+
+def test_a_key_in_use_of_any_shape_is_redacted_without_being_passed() -> None:
+    from kimiflow.core.errors import remember_key
+
+    key = "kf-unit-SECRET-9876543210"
+    assert redact(f"x {key} y") == f"x {key} y"  # unknown: nothing to recognise it by
+    remember_key(key)
+    assert redact(f"x {key} y") == "x sk-*** y"
+    remember_key("short")  # placeholders shorter than 8 characters would mangle ordinary words
+    assert redact("a short word") == "a short word"
+
+
+def test_the_keys_remembered_are_bounded() -> None:
+    from kimiflow.core import errors
+
+    saved = dict(errors.KEYS_IN_USE)
+    try:
+        for number in range(errors._MAX_KEYS_IN_USE + 10):
+            errors.remember_key(f"kf-many-keys-{number:04d}")
+        assert len(errors.KEYS_IN_USE) == errors._MAX_KEYS_IN_USE
+        assert redact("kf-many-keys-0000") == "kf-many-keys-0000"  # the oldest was forgotten
+        assert redact(f"kf-many-keys-{errors._MAX_KEYS_IN_USE + 9:04d}") == "sk-***"
+    finally:  # the keys of other tests' clients stay remembered
+        errors.KEYS_IN_USE.clear()
+        errors.KEYS_IN_USE.update(saved)
+
+
+def test_request_id_error_type_and_nested_body_strings_are_scrubbed() -> None:
+    key = "kf-unit-ECHO-0123456789"
+    body = (b'{"error":{"message":"bad ' + key.encode() + b'","type":"' + key.encode() + b'"},'
+            b'"detail":{"escaped":"kf-unit-ECHO-\\u0030123456789","list":["Bearer ' + key.encode() + b'"]}}')
+    err = error_from_response(500, body, {"Msh-Request-Id": f"req-{key}"}, api_key=key)
+    assert err.request_id == "req-sk-***" and err.type == "sk-***"
+    assert key not in repr(err.body) and err.body["detail"]["escaped"] == "sk-***"  # found after JSON unescaping
+    assert key not in str(err)
+
+
+def test_a_non_json_error_body_is_cut_after_scrubbing() -> None:
+    """A key straddling the 500-character excerpt boundary must not leave its first characters behind."""
+    key = "kf-unit-EDGE-0123456789"
+    err = error_from_response(502, b"p" * 490 + key.encode() + b" tail", {}, api_key=key)
+    assert "kf-unit" not in err.message
+
+
+def test_a_deeply_nested_error_body_is_still_an_error_not_a_recursion_error() -> None:
+    err = error_from_response(500, b"[" * 5000 + b"]" * 5000, {})
+    assert isinstance(err, InternalServerError) and err.body is None

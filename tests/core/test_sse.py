@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kimiflow.core.errors import StreamError
 from kimiflow.core.sse import ServerSentEvent, SSEDecoder
 
 BOM = "\ufeff".encode()
@@ -353,3 +354,106 @@ def test_event_is_a_value_with_defaults() -> None:
     assert (event.event, event.id, event.retry) == ("message", None, None)
     assert event == ServerSentEvent("x", "message", None, None)
     assert "data='x'" in repr(event)
+
+
+# -- the size cap: an endless line or event is refused, not buffered ---------------------------------
+
+
+def test_default_cap_is_16_mib() -> None:
+    from kimiflow.core.sse import DEFAULT_MAX_EVENT_SIZE
+
+    assert DEFAULT_MAX_EVENT_SIZE == 16 * 2**20
+
+
+def test_a_line_growing_past_the_cap_across_feeds_is_a_stream_error() -> None:
+    decoder = SSEDecoder(max_event_size=1000)
+    decoder.feed(b"data: ")
+    for _ in range(9):
+        assert decoder.feed(b"x" * 100) == []
+    with pytest.raises(StreamError, match=r"line is longer than 1,000 bytes \(SSEDecoder max_event_size\)"):
+        decoder.feed(b"x" * 100)
+    assert decoder._pending == []  # the buffered bytes are let go at once
+
+
+def test_a_line_completed_past_the_cap_is_refused_even_when_no_piece_was() -> None:
+    decoder = SSEDecoder(max_event_size=1000)
+    decoder.feed(b"data: " + b"x" * 900)
+    with pytest.raises(StreamError, match="line is longer"):
+        decoder.feed(b"x" * 200 + b"\n\n")
+
+
+def test_one_feed_holding_a_line_above_the_cap_is_refused() -> None:
+    with pytest.raises(StreamError, match="line is longer"):
+        SSEDecoder(max_event_size=1000).feed(b"data: " + b"x" * 2000 + b"\n\n")
+
+
+def test_an_event_of_many_short_data_lines_past_the_cap_is_refused() -> None:
+    decoder = SSEDecoder(max_event_size=1000)
+    for _ in range(9):
+        assert decoder.feed(b"data: " + b"y" * 100 + b"\n") == []
+    with pytest.raises(StreamError, match=r"event is longer than 1,000 bytes"):
+        decoder.feed(b"data: " + b"y" * 100 + b"\ndata: more\n")
+
+
+def test_events_and_lines_up_to_the_cap_pass_and_the_count_restarts_per_event() -> None:
+    decoder = SSEDecoder(max_event_size=1000)
+    for _ in range(5):  # 5 events of 900 bytes each, each spread over two feeds
+        decoder.feed(b"data: " + b"z" * 450)
+        assert decoder.feed(b"z" * 450 + b"\n\n") == [ServerSentEvent("z" * 900)]
+    events = decoder.feed(b"data: " + b"a" * 400 + b"\ndata: " + b"b" * 400 + b"\n\n")
+    assert events == [ServerSentEvent("a" * 400 + "\n" + "b" * 400)]
+
+
+def test_the_cap_is_named_in_mib_and_must_be_positive() -> None:
+    decoder = SSEDecoder(max_event_size=2**20)
+    with pytest.raises(StreamError, match="longer than 1 MiB"):
+        decoder.feed(b"data: " + b"x" * (2**20 + 1))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_event_size"):
+            SSEDecoder(max_event_size=bad)  # type: ignore[arg-type]
+
+
+def refused_by_cap(stream: bytes, cap: int) -> bool:
+    """The model: a line (line end excluded) or an event's data values above ``cap`` bytes is refused."""
+    event_size = 0
+    *lines, tail = stream.split(b"\n")
+    if len(tail) > cap:  # an unterminated last line counts as a line, but is not data yet
+        return True
+    for line in lines:
+        if len(line) > cap:
+            return True
+        if not line:
+            event_size = 0
+            continue
+        name, _, value = line.partition(b":")
+        if name == b"data":
+            event_size += len(value) - (value[:1] == b" ")
+            if event_size > cap:
+                return True
+    return False
+
+
+def decode_capped(pieces: list[bytes], cap: int) -> list[ServerSentEvent] | None:
+    decoder = SSEDecoder(max_event_size=cap)
+    events: list[ServerSentEvent] = []
+    try:
+        for piece in pieces:
+            events.extend(decoder.feed(piece))
+    except StreamError:
+        return None
+    return events
+
+
+_CAPPED_LINES = st.sampled_from([b"data: abc", b"data:defgh", b"data", b": keep-alive", b"event: e", b"", b"",
+                                 b"data: " + b"x" * 14, b"id: 1"])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_CAPPED_LINES, max_size=25), st.integers(8, 40), st.data())
+def test_the_cap_refuses_the_same_streams_however_they_are_cut(lines: list[bytes], cap: int,
+                                                              data: st.DataObject) -> None:
+    stream = b"\n".join(lines)
+    expected = None if refused_by_cap(stream, cap) else decode_capped([stream], 10**9)
+    assert decode_capped([stream], cap) == expected
+    assert decode_capped(data.draw(cuts(stream)), cap) == expected
+    assert decode_capped([stream[i : i + 1] for i in range(len(stream))], cap) == expected

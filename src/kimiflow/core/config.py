@@ -7,12 +7,14 @@ Environment variables: ``MOONSHOT_API_KEY``, ``MOONSHOT_BASE_URL``. The key is k
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
+from urllib.parse import urlsplit
 
-from kimiflow.core.errors import ConfigError
+from kimiflow.core.errors import ConfigError, redact, remember_key
 
 DEFAULT_BASE_URL = "https://api.moonshot.cn/v1"
 """China platform; global accounts use ``https://api.moonshot.ai/v1`` (keys are not interchangeable)."""
@@ -43,8 +45,10 @@ class Timeouts:
             value = getattr(self, name)
             if value is None and name == "total":
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"timeout {name}={value!r} is invalid: use a positive number of seconds")
+            # ``not value > 0`` is also true for NaN, which compares false with everything.
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or math.isinf(value):
+                raise ConfigError(f"timeout {name}={value!r} is invalid: use a positive, finite number of seconds"
+                                  + (" (total=None means no deadline)" if name == "total" else ""))
 
 
 TimeoutLike = Union[float, int, Timeouts, None]
@@ -119,15 +123,60 @@ def check_api_key(key: object) -> str:
             f"(China) or https://platform.moonshot.ai (global); they are not interchangeable."
         )
     key = key.strip()
+    if key.startswith(("http://", "https://")):
+        raise ConfigError(f"the API key looks like a URL, not a key: are {ENV_API_KEY} and {ENV_BASE_URL} swapped? "
+                          f"The key goes in {ENV_API_KEY} (or api_key=), the URL in {ENV_BASE_URL} (or base_url=)")
     if any(ch.isspace() for ch in key) or not key.isprintable() or not key.isascii():
         raise ConfigError("the API key contains whitespace, control or non-ASCII characters: copy it again "
                           "from the console without them")
     return key
 
 
-def _has_host(url: str) -> bool:
-    scheme, _, rest = url.partition("://")
-    return scheme in ("http", "https") and bool(rest.split("/", 1)[0])
+_MAX_BASE_URL_LENGTH = 2048
+
+
+def check_base_url(url: object, api_key: str = "") -> str:
+    """``url`` without a trailing slash, or a ``ConfigError`` saying what is wrong with it.
+
+    Checked here, once, so that a bad port, a broken IPv6 literal or an absurdly long URL is one
+    clear line instead of a traceback from inside httpx or aiohttp at the first request. A value
+    without a scheme is never echoed whole: swapped environment variables put the key there.
+    """
+    example = f"for example {DEFAULT_BASE_URL}"
+    if not isinstance(url, str):
+        raise ConfigError(f"base_url must be a string ({example}), got {type(url).__name__}")
+    if len(url) > _MAX_BASE_URL_LENGTH:
+        raise ConfigError(f"base_url is {len(url):,} characters long (at most {_MAX_BASE_URL_LENGTH:,}): "
+                          f"it should be the API's address only, {example}")
+    if "://" not in url:
+        raise ConfigError(
+            f"base_url {mask_key(url)!r} ({len(url)} characters, masked in case it is a key) is invalid: it must "
+            f"start with http:// or https:// ({example}). If {ENV_BASE_URL} holds your API key, it and "
+            f"{ENV_API_KEY} are swapped")
+    shown = redact(url if len(url) <= 200 else url[:200] + "...", api_key)
+    if not url.isascii() or not url.isprintable() or any(ch.isspace() for ch in url):
+        raise ConfigError(f"base_url {shown!r} contains spaces, control or non-ASCII characters: use the plain "
+                          f"address ({example}); percent-encode anything else")
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parsed lazily by urllib: out-of-range and non-numeric ports raise only here
+    except ValueError as exc:
+        fix = ("write an IPv6 address in brackets, with the port after them: http://[::1]:8000/v1"
+               if "IPv6" in str(exc) else "the port must be a number from 1 to 65535, as in http://127.0.0.1:8000/v1")
+        raise ConfigError(f"base_url {shown!r} is invalid ({exc}): {fix}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base_url {shown!r} is invalid: it must start with http:// or https:// and name a "
+                          f"host ({example})")
+    if port == 0:
+        raise ConfigError(f"base_url {shown!r} has port 0: use a port between 1 and 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("base_url must not carry a user name or password (user:pass@host): the key goes in "
+                          f"{ENV_API_KEY} or api_key=")
+    labels = parts.hostname.split(".")
+    if len(parts.hostname) > 253 or any(len(label) > 63 for label in labels):
+        raise ConfigError(f"base_url {shown!r} has a host name DNS cannot carry (at most 253 characters, "
+                          f"63 per dot-separated label): {example}")
+    return url.rstrip("/")
 
 
 def check_headers(headers: object) -> None:
@@ -148,16 +197,12 @@ def validate_config(config: ClientConfig) -> ClientConfig:
     check_max_retries(config.max_retries)
     key = check_api_key(config.api_key)
     check_headers(config.default_headers)
-    if not isinstance(config.base_url, str) or not _has_host(config.base_url):
-        raise ConfigError(
-            f"base_url {config.base_url!r} is invalid: it must start with http:// or https:// "
-            f"(for example {DEFAULT_BASE_URL})"
-        )
+    url = check_base_url(config.base_url, key)
     if not isinstance(config.max_connections, int) or config.max_connections < 1:
         raise ConfigError(f"max_connections={config.max_connections!r} is invalid: use an integer >= 1")
     if not isinstance(config.timeouts, Timeouts):
         raise ConfigError(f"timeouts={config.timeouts!r} is invalid: use kimiflow.Timeouts(...) or timeout=seconds")
-    url = config.base_url.rstrip("/")
+    remember_key(key)
     if key != config.api_key or url != config.base_url:
         config = dataclasses.replace(config, api_key=key, base_url=url)
     return config

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from kimiflow.core.config import check_headers
-from kimiflow.core.errors import ConfigError
+from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.core.requests import RequestSpec, UploadFile, build_chat_body, encode_json
 from kimiflow.types.account import Balance, TokenCount
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
@@ -50,7 +50,7 @@ def _checked(extra_headers: Mapping[str, str] | None) -> dict[str, str]:
 
 def ask_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError("ask() needs a non-empty prompt string")
+        raise InvalidArgumentError("ask() needs a non-empty prompt string")
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     return messages
@@ -58,7 +58,7 @@ def ask_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
 
 def reject_stream_in_ask(params: Mapping[str, Any]) -> None:
     if params.get("stream"):
-        raise ConfigError("ask() returns the whole answer and cannot stream: use "
+        raise InvalidArgumentError("ask() returns the whole answer and cannot stream: use "
                           "client.chat.completions.stream(...) and its text_stream instead")
 
 
@@ -72,16 +72,16 @@ def balance() -> RequestSpec[Balance]:
 
 def count_tokens(model: str, messages: Sequence[Mapping[str, Any]]) -> RequestSpec[TokenCount]:
     if not model:
-        raise ConfigError("tokens.count() needs model=, e.g. model='moonshot-v1-8k'")
+        raise InvalidArgumentError("tokens.count() needs model=, e.g. model='moonshot-v1-8k'")
     if not messages:
-        raise ConfigError("tokens.count() needs messages=[{'role': 'user', 'content': '...'}]")
+        raise InvalidArgumentError("tokens.count() needs messages=[{'role': 'user', 'content': '...'}]")
     body = encode_json({"model": model, "messages": list(messages)})
     return RequestSpec("POST", "/tokenizers/estimate-token-count", TokenCount, body=body)
 
 
 def upload_file(file: str | os.PathLike[str] | bytes, purpose: str, filename: str | None) -> RequestSpec[FileObject]:
     if purpose not in FILE_PURPOSES:
-        raise ConfigError(f"purpose={purpose!r} is invalid: use one of {', '.join(FILE_PURPOSES)}")
+        raise InvalidArgumentError(f"purpose={purpose!r} is invalid: use one of {', '.join(FILE_PURPOSES)}")
     if isinstance(file, bytes):
         content, name = file, filename or "upload.bin"
     else:
@@ -89,7 +89,7 @@ def upload_file(file: str | os.PathLike[str] | bytes, purpose: str, filename: st
         try:
             content = path.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read {str(path)!r} to upload: {exc.strerror or exc}") from None
+            raise InvalidArgumentError(f"cannot read {str(path)!r} to upload: {exc.strerror or exc}") from None
         name = filename or path.name
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
     return RequestSpec("POST", "/files", FileObject, form={"purpose": purpose},
@@ -102,7 +102,7 @@ def list_files() -> RequestSpec[FileList]:
 
 def _file_path(file_id: str, suffix: str = "") -> str:
     if not isinstance(file_id, str) or not file_id:
-        raise ConfigError("file_id must be a non-empty string such as 'cl9t...' from files.list()")
+        raise InvalidArgumentError("file_id must be a non-empty string such as 'cl9t...' from files.list()")
     return f"/files/{quote(file_id, safe='')}{suffix}"
 
 

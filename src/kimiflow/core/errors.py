@@ -33,7 +33,10 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
 catches ``ValueError`` by habit. Every API error carries ``status_code``, ``type``, ``message``,
 ``request_id`` (``Msh-Request-Id``) and ``attempts``. The API key never appears in any of them:
 messages are built from server text and request metadata only, and ``redact`` scrubs the key in
-use and anything that looks like a key.
+use and anything that looks like a key. Server text can echo the key (a hostile proxy copying
+``Authorization`` into ``Msh-Request-Id`` or an error body), so every client's key is remembered
+here when its configuration is validated (``remember_key``) and scrubbed in any shape, not only
+``sk-...``, wherever ``redact`` runs: errors, request ids, DEBUG lines, batch files, the CLI.
 """
 
 from __future__ import annotations
@@ -42,14 +45,68 @@ import re
 from typing import Any
 
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{6,}")
+_MASK = "sk-***"
+# Keys of the clients configured in this process, so that ``redact`` scrubs them from text built
+# anywhere (errors, request ids, DEBUG lines, batch files, the CLI) without each caller holding the
+# key. Insertion-ordered and bounded: a process cycling through many keys forgets the oldest.
+KEYS_IN_USE: dict[str, None] = {}
+_MAX_KEYS_IN_USE = 32
+# Shorter "keys" are test placeholders; scrubbing them would mangle ordinary words.
+_MIN_SECRET_LENGTH = 8
+
+
+def remember_key(key: str) -> None:
+    """Have ``redact`` scrub ``key`` from every text from now on (done for each client's key)."""
+    if len(key) < _MIN_SECRET_LENGTH or key in KEYS_IN_USE:
+        return
+    if len(KEYS_IN_USE) >= _MAX_KEYS_IN_USE:
+        del KEYS_IN_USE[next(iter(KEYS_IN_USE))]
+    KEYS_IN_USE[key] = None
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """``text`` with every ``secret`` and anything shaped like an ``sk-`` key replaced by ``sk-***``."""
+    """``text`` without any key: each ``secret``, every key in use in this process, and anything
+    shaped like an ``sk-`` key become ``sk-***``.
+
+    >>> redact("upstream said: Bearer sk-abcdef123456")
+    'upstream said: Bearer sk-***'
+    """
     for secret in secrets:
+        if secret and len(secret) >= 4 and secret in text:
+            text = text.replace(secret, _MASK)
+    for key in KEYS_IN_USE:
+        if key in text:
+            text = text.replace(key, _MASK)
+    if "sk-" in text:
+        text = _KEY_PATTERN.sub(_MASK, text)
+    return text
+
+
+def redact_bytes(body: bytes, *secrets: str | None) -> bytes:
+    """``body`` with every key ``redact`` knows replaced, for raw bytes kept or shown later."""
+    for secret in (*secrets, *KEYS_IN_USE):
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "sk-***")
-    return _KEY_PATTERN.sub("sk-***", text)
+            raw = secret.encode()
+            if raw in body:
+                body = body.replace(raw, _MASK.encode())
+    return body
+
+
+def redact_value(value: Any, *secrets: str | None, _depth: int = 0) -> Any:
+    """A copy of decoded JSON ``value`` with ``redact`` applied to every string in it (keys included).
+
+    Below 100 levels the value is returned as it is: callers scrub the raw bytes with
+    ``redact_bytes`` before decoding, so this pass only adds the rare escaped spelling of a key.
+    """
+    if isinstance(value, str):
+        return redact(value, *secrets)
+    if _depth >= 100:
+        return value
+    if isinstance(value, dict):
+        return {redact(str(k), *secrets): redact_value(v, *secrets, _depth=_depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v, *secrets, _depth=_depth + 1) for v in value]
+    return value
 
 
 class KimiflowError(Exception):

@@ -18,6 +18,10 @@ The parsing rules are the WHATWG HTML "event stream interpretation" rules:
 - ``id`` is ignored when it contains NUL; ``retry`` only when it is all ASCII digits;
 - an event that is not followed by its blank line when the stream ends is discarded.
 
+Beyond the standard, one limit: a line, or an event's data, longer than ``max_event_size`` bytes
+(16 MiB by default) is a ``StreamError``. Without it an upstream sending one endless line makes
+the decoder buffer everything it sends.
+
 Speed matters: this runs on every chunk of every stream. The common case — a feed containing only
 LF line ends, with ``data: `` lines followed by blank lines — is split by one C-level
 ``bytes.split`` and costs a few hundred nanoseconds per event. CR line ends are normalised to LF
@@ -28,7 +32,12 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+from kimiflow.core.errors import StreamError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent"]
+
+DEFAULT_MAX_EVENT_SIZE = 16 * 2**20
+"""Bytes a single line or event may hold; a Kimi chunk is a few hundred bytes, a long tool call some kB."""
 
 _BOM = b"\xef\xbb\xbf"
 _DATA_PREFIX = b"data: "
@@ -77,15 +86,21 @@ class SSEDecoder:
         "_comments_seen",
         "_cr_pending",
         "_data",
+        "_data_size",
         "_event_type",
         "_fields_seen",
         "_irregular",
         "_last_id",
+        "_max_event_size",
         "_pending",
+        "_pending_size",
         "_retry",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE) -> None:
+        if not isinstance(max_event_size, int) or isinstance(max_event_size, bool) or max_event_size < 1:
+            raise ValueError(f"max_event_size={max_event_size!r} is invalid: use a positive number of bytes")
+        self._max_event_size = max_event_size
         # Bytes seen so far at the very start of the stream while we cannot yet tell whether
         # they are a BOM (a BOM can itself be cut across feeds); None once decided.
         self._bom_prefix: bytes | None = b""
@@ -94,8 +109,10 @@ class SSEDecoder:
         # Pieces of the current unterminated line; joined once when its line end arrives, so a
         # long line spread over many feeds costs linear, not quadratic, time.
         self._pending: list[bytes] = []
+        self._pending_size = 0
         # Raw bytes of the current event's data lines (decoded once, at dispatch).
         self._data: list[bytes] = []
+        self._data_size = 0  # bytes in ``_data`` as of the end of the last feed
         self._event_type = ""
         self._last_id: str | None = None
         self._retry: int | None = None
@@ -149,6 +166,10 @@ class SSEDecoder:
         ``chunk`` may be any slice of the stream: a single byte, half a UTF-8 character, or
         many events at once.
         """
+        if len(chunk) > self._max_event_size:
+            # Rare: fed in pieces no longer than the cap, the size accounting below stays exact
+            # (the decoder gives the same events however the bytes are cut).
+            return self._feed_in_pieces(chunk)
         if self._irregular:
             chunk = self._settle(chunk)
         if b"\r" in chunk:
@@ -184,15 +205,22 @@ class SSEDecoder:
             # No line end in this piece: part of a long line (or a slow trickle).
             if tail:
                 pending.append(tail)
+                self._pending_size += len(tail)
+                if self._pending_size > self._max_event_size:
+                    self._refuse("line")
                 self._comment_only = pending[0][0] == _COLON
             return []
         data_lines_before = len(data)
+        carried = self._data_size + self._pending_size if (data or pending) else 0
         fields_before = self._fields_seen
         events: list[ServerSentEvent] = []
         if pending:
+            if self._pending_size + len(lines[0]) > self._max_event_size:
+                self._refuse("line")
             pending.append(lines[0])
             lines[0] = b"".join(pending)
             pending.clear()
+            self._pending_size = 0
         append_data = data.append
         append_event = events.append
         event_class = ServerSentEvent
@@ -218,6 +246,20 @@ class SSEDecoder:
                 self._field_line(line)
         if tail:
             pending.append(tail)
+            self._pending_size = len(tail)
+        if carried and events and carried + len(chunk) > self._max_event_size:
+            self._check_carried_event(lines)
+        if data:
+            # An event still open at the end of the feed: count only the lines this feed added, so
+            # an event spread over many feeds costs linear time.
+            if events:
+                self._data_size = sum(map(len, data))
+            else:
+                self._data_size += sum(map(len, data[data_lines_before:]))
+            if self._data_size > self._max_event_size:
+                self._refuse("event")
+        elif self._data_size:
+            self._data_size = 0
 
         # Progress = an event, a new data line, a non-comment field, or a non-comment partial
         # line. Computed per feed from counters so the hot loop does no extra work.
@@ -268,6 +310,40 @@ class SSEDecoder:
             return b""
         self._bom_prefix = None
         return start[len(_BOM) :] if start.startswith(_BOM) else start
+
+    def _feed_in_pieces(self, chunk: bytes) -> list[ServerSentEvent]:
+        step = self._max_event_size
+        events: list[ServerSentEvent] = []
+        for start in range(0, len(chunk), step):
+            events += self.feed(chunk[start : start + step])
+        return events
+
+    def _check_carried_event(self, lines: list[bytes]) -> None:
+        """Refuse the first event of a feed if, with the data it carried in, it is above the cap.
+
+        Only called when that is possible at all (carried bytes + this feed > cap), so the
+        common feed never re-reads its lines. ``lines`` are this feed's lines (the carried
+        partial line already joined in); the first blank one dispatched the carried event.
+        """
+        size = self._data_size
+        for line in lines:
+            if not line:
+                break
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                size += len(value) - (value[:1] == b" ")
+        if size > self._max_event_size:
+            self._refuse("event")
+
+    def _refuse(self, what: str) -> None:
+        limit = self._max_event_size
+        shown = f"{limit >> 20} MiB" if limit % 2**20 == 0 else f"{limit:,} bytes"
+        # Let go of the buffered bytes now: the error (and this decoder) may be kept for a while.
+        self._pending.clear()
+        self._data.clear()
+        self._pending_size = self._data_size = 0
+        raise StreamError(f"a server-sent event {what} is longer than {shown} (SSEDecoder max_event_size): "
+                          "the upstream is not sending a normal event stream")
 
     def _field_line(self, line: bytes) -> None:
         """Apply a non-blank line that is not a plain ``data: `` line."""
