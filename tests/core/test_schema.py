@@ -185,10 +185,11 @@ def _prop(schema: dict[str, Any]) -> Any:
     [
         ({"const": "x"}, {"type": "string", "enum": ["x"]}),
         ({"const": 3, "type": "integer"}, {"type": "integer", "enum": [3]}),
-        ({"const": True}, {"type": "boolean"}),
+        ({"const": True}, {"type": "boolean", "description": "always true"}),
+        ({"const": False, "description": "flag"}, {"type": "boolean", "description": "flag (always false)"}),
         ({"enum": ["a", 1, 2.5, None, True]}, {"anyOf": [
             {"type": "string", "enum": ["a"]}, {"type": "number", "enum": [1, 2.5]}, {"type": "null"},
-            {"type": "boolean"}]}),
+            {"type": "boolean", "description": "always true"}]}),
         ({"type": "string", "format": "email", "title": "Mail", "examples": ["a@b"], "$comment": "c"},
          {"type": "string", "description": "format: email"}),
         ({"type": "string", "pattern": "^a", "description": "code"}, {"type": "string", "description": "code (pattern: ^a)"}),
@@ -205,7 +206,8 @@ def _prop(schema: dict[str, Any]) -> Any:
          {"anyOf": [{"type": "string"}, {"type": "null"}]}),
         ({"anyOf": [{"type": "string"}], "description": "d"}, {"type": "string", "description": "d"}),
         ({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}], "items": False},
-         {"type": "array", "minItems": 2, "maxItems": 2, "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}),
+         {"type": "array", "minItems": 2, "maxItems": 2, "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+          "description": "items in order: integer, string"}),
         ({"type": "array", "items": [{"type": "integer"}, {"type": "integer"}]},
          {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"}}),
         ({"type": "array", "uniqueItems": True, "items": {"type": "string"}}, {"type": "array", "items": {"type": "string"}}),

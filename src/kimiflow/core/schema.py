@@ -360,13 +360,18 @@ class _Normaliser:
             if kind in ("string", "integer", "number") and group:
                 branches.append({"type": kind, "enum": group, **rest})
             elif kind in ("boolean", "null") or not group:
-                # MFJS enums hold one of string/integer/number; a boolean literal becomes the type.
-                branches.append({"type": kind, **rest})
+                # MFJS enums hold one of string/integer/number; a boolean literal becomes the type,
+                # with the value as a hint for the model.
+                branch = {"type": kind, **rest}
+                if kind == "boolean" and len(set(group)) == 1:
+                    branch["description"] = f"always {json.dumps(group[0])}"
+                branches.append(branch)
             # other kinds (objects, arrays as enum values) cannot be expressed: dropped
+        out: dict[str, Any] = branches[0] if len(branches) == 1 else {"anyOf": branches}
         description = n.get("description")
-        out = branches[0] if len(branches) == 1 else {"anyOf": branches}
         if description is not None:
-            out["description"] = description
+            hint = out.get("description") if len(branches) == 1 else None
+            out["description"] = _with_hint(description, [hint] if hint else [])
         return out
 
     def any_of(self, n: dict[str, Any], hints: list[str], where: str, depth: int) -> dict[str, Any]:
@@ -453,11 +458,24 @@ class _Normaliser:
             else:
                 n.setdefault("minItems", len(prefix))
                 n.setdefault("maxItems", len(prefix))
+            if len(_dedupe(list(prefix))) > 1:
+                # The order of item types is lost in the union: tell the model in words.
+                order = ", ".join(_describe(k) for k in prefix)
+                n["description"] = _with_hint(n.get("description"), [f"items in order: {order}"])
             n["items"] = {"anyOf": kinds} if len(kinds) != 1 else kinds[0]
             if not kinds:
                 n.pop("items")
         if "items" in n:
             n["items"] = self.walk(n["items"], "sub", depth + 1)
+
+
+def _describe(schema: Any) -> str:
+    if isinstance(schema, dict):
+        if isinstance(schema.get("type"), str):
+            return str(schema["type"])
+        if isinstance(schema.get("$ref"), str):
+            return str(schema["$ref"]).rsplit("/", 1)[-1]
+    return "any"
 
 
 def _nodes(schema: Any, *, skip_defs: bool = False) -> Iterator[dict[str, Any]]:
