@@ -23,6 +23,7 @@ Run: ``.venv/bin/python bench/bench_partial_json.py [--size 200000] [--chunks 40
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import time
@@ -59,8 +60,9 @@ def build_document(size: int, seed: int = 1) -> str:
 
 
 def split(text: str, chunks: int) -> list[str]:
-    size = max(1, -(-len(text) // chunks))
-    return [text[i : i + size] for i in range(0, len(text), size)]
+    """``text`` in ``chunks`` pieces of (nearly) equal length."""
+    cuts = [len(text) * i // chunks for i in range(chunks + 1)]
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def run_json_loads(text: str, chunks: list[str]) -> Any:
@@ -140,7 +142,7 @@ def main() -> None:
     text = build_document(args.size)
     chunks = split(text, args.chunks)
     small_text = build_document(args.size // 4)
-    small_chunks = split(small_text, max(1, len(small_text) // (len(text) // len(chunks))))
+    small_chunks = split(small_text, max(1, round(len(chunks) * len(small_text) / len(text))))
     expected = json.loads(text)
     small_expected = json.loads(small_text)
 
