@@ -91,6 +91,17 @@ async def test_json_object_answers_an_object(api: Api) -> None:
     assert isinstance(json.loads(reply.json()["choices"][0]["message"]["content"]), dict)
 
 
+async def test_json_object_follows_a_schema_given_in_the_system_prompt(api: Api) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+              "required": ["city", "n"]}  # fmt: skip
+    messages = [{"role": "system", "content": "Reply in JSON. Use this JSON schema:\n" + json.dumps(schema)},
+                {"role": "user", "content": "北京 weather"}]  # fmt: skip
+    reply = await api.chat({"messages": messages, "response_format": {"type": "json_object"}})
+    content = json.loads(reply.json()["choices"][0]["message"]["content"])
+    jsonschema.Draft202012Validator(schema).validate(content)
+    assert set(content) == {"city", "n"}
+
+
 async def test_streamed_json_equals_the_plain_answer(api: Api) -> None:
     schema = normalize_mfjs(json_schema_of(CORPUS[-1][1]))
     body = {"messages": user("stream it"), "response_format": _format(schema)}

@@ -8,6 +8,7 @@ words of the last user message; ``json_pieces`` cuts it into token-sized pieces 
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
@@ -23,6 +24,7 @@ _FALLBACK_WORDS = ("kimiflow", "月之暗面", "report", "工单", "summary", "�
 _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]{1,4}|[A-Za-z0-9][A-Za-z0-9_\-']*")
 _PIECE = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|\w{1,6}|\s+|[^\w\s]", re.UNICODE)
 _encode = msgspec.json.Encoder().encode
+_raw_decoder = json.JSONDecoder()
 
 
 def schema_error(schema: Any, where: str) -> errors.SimError | None:
@@ -184,9 +186,32 @@ def json_answer(response_format: dict[str, Any], messages: list[dict[str, Any]],
     if response_format.get("type") == "json_schema":
         schema = response_format["json_schema"]["schema"]
         return _encode(_Generator(schema, words, digest).value(schema, 0)).decode()
+    schema = schema_in_prompt(messages)
+    if schema is not None:
+        # json_object follows the prompt: a schema described there is what a model would obey.
+        return _encode(_Generator(schema, words, digest).value(schema, 0)).decode()
     generator = _Generator({}, words, digest)
     answer = " ".join(words[generator.next() % len(words)] for _ in range(3 + generator.next() % 5))
     return _encode({"answer": answer}).decode()
+
+
+def schema_in_prompt(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A JSON schema (an object schema written after the word "schema") in a system message, if any."""
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") != "system" or not isinstance(content, str):
+            continue
+        at = content.find("schema")
+        start = content.find("{", at) if at >= 0 else -1
+        if start < 0:
+            continue
+        try:
+            schema, _ = _raw_decoder.raw_decode(content, start)
+        except ValueError:
+            continue
+        if isinstance(schema, dict) and schema.get("type") == "object":
+            return schema
+    return None
 
 
 def json_pieces(text: str) -> tuple[list[str], list[bytes]]:
