@@ -166,108 +166,120 @@ class PartialJSON:
                     if pos >= end:
                         break
                     c = tail[pos]
+                # The states come in the order a member is written (``, "key": value``): each
+                # step falls through to the next instead of going round the loop again.
                 if state == _AFTER:
                     if len(frames) == 1:
                         self._fail(self._consumed + pos, "extra text after the JSON value")
-                    container = frames[-1][0]
-                    if c == ",":
-                        state = _KEY if type(container) is dict else _VALUE
-                        pos += 1
-                        continue
-                    if c == ("}" if type(container) is dict else "]"):
-                        frames.pop()
-                        pos += 1
-                        continue
-                    self._fail(self._consumed + pos, f"expected ',' or '{'}' if type(container) is dict else ']'}'")
-                if state <= _FIRST_VALUE:
-                    if c == "]" and state == _FIRST_VALUE and type(frames[-1][0]) is list and len(frames) > 1:
-                        frames.pop()
-                        state = _AFTER
-                        pos += 1
-                        continue
-                    if c == "{" or c == "[":
-                        # A container with no closing bracket in sight is open: skip the doomed (and,
-                        # through JSONDecodeError, costly) attempt to scan it whole.
-                        try:
-                            if tail.find(_CLOSE[c], pos) < 0:
-                                raise StopIteration
-                            value, stop = _scan(tail, pos)
-                        except (json.JSONDecodeError, StopIteration):
-                            opened: Any = {} if c == "{" else []
-                            self._put(opened)
-                            frames.append([opened, None])
-                            state = _FIRST_KEY if c == "{" else _FIRST_VALUE
+                    is_dict = type(frames[-1][0]) is dict
+                    if c != ",":
+                        if c == ("}" if is_dict else "]"):
+                            frames.pop()
                             pos += 1
                             continue
-                        self._put(value)
-                        state = _AFTER
-                        pos = stop
-                        continue
-                    if c == '"':
-                        quote = tail.find('"', pos + 1)
-                        if quote < 0:
-                            self._show_string(tail[pos + 1 :], self._consumed + pos + 1)
-                            break
-                        if tail.find("\\", pos + 1, quote) < 0:
-                            self._put(tail[pos + 1 : quote])
-                            state = _AFTER
-                            pos = quote + 1
-                            continue
-                        try:
-                            value, stop = scanstring(tail, pos + 1)
-                        except json.JSONDecodeError as exc:
-                            if not exc.msg.startswith("Unterminated string") and not exc.msg.startswith("Invalid \\u"):
-                                self._fail(self._consumed + exc.pos, exc.msg.lower())
-                            if exc.msg.startswith("Invalid \\u") and exc.pos + 6 <= end:
-                                self._fail(self._consumed + exc.pos, exc.msg.lower())
-                            self._show_string(tail[pos + 1 :], self._consumed + pos + 1)
-                            break
-                        self._put(value)
-                        state = _AFTER
-                        pos = stop
-                        continue
-                    try:
-                        value, stop = _scan(tail, pos)
-                    except StopIteration:
-                        if final or end - pos >= 5:
-                            self._fail(self._consumed + pos, "expected a JSON value")
+                        self._fail(self._consumed + pos, f"expected ',' or '{'}' if is_dict else ']'}'")
+                    state = _KEY if is_dict else _VALUE
+                    pos = space(tail, pos + 1).end()  # type: ignore[union-attr]
+                    if pos >= end:
                         break
+                    c = tail[pos]
+                if state >= _KEY:
+                    if c == "}" and state == _FIRST_KEY:
+                        frames.pop()
+                        state = _AFTER
+                        pos += 1
+                        continue
+                    if c != '"':
+                        self._fail(self._consumed + pos, "expected a string key in double quotes")
+                    quote = tail.find('"', pos + 1)
+                    if quote < 0:
+                        break
+                    try:
+                        if tail.find("\\", pos + 1, quote) < 0:
+                            key, stop = tail[pos + 1 : quote], quote + 1
+                        else:
+                            key, stop = scanstring(tail, pos + 1)
                     except json.JSONDecodeError as exc:
+                        if exc.msg.startswith("Unterminated string") or end - exc.pos < 6:
+                            break
                         self._fail(self._consumed + exc.pos, exc.msg.lower())
-                    if not final and _NUMBER_CHARS.match(tail, pos).end() >= end:  # type: ignore[union-attr]
-                        break  # a number may still grow ("61." → "61.2"): wait for the character after it
-                    self._put(value)
-                    state = _AFTER
-                    pos = stop
-                    continue
-                # _KEY / _FIRST_KEY
-                if c == "}" and state == _FIRST_KEY:
+                    colon = space(tail, stop).end()  # type: ignore[union-attr]
+                    if colon >= end:
+                        break
+                    if tail[colon] != ":":
+                        self._fail(self._consumed + colon, "expected ':' after a key")
+                    frames[-1][1] = key
+                    state = _VALUE
+                    pos = space(tail, colon + 1).end()  # type: ignore[union-attr]
+                    if pos >= end:
+                        break
+                    c = tail[pos]
+                if c == "]" and state == _FIRST_VALUE and type(frames[-1][0]) is list and len(frames) > 1:
                     frames.pop()
                     state = _AFTER
                     pos += 1
                     continue
-                if c != '"':
-                    self._fail(self._consumed + pos, "expected a string key in double quotes")
-                quote = tail.find('"', pos + 1)
-                if quote < 0:
-                    break
-                try:
-                    if tail.find("\\", pos + 1, quote) < 0:
-                        key, stop = tail[pos + 1 : quote], quote + 1
-                    else:
-                        key, stop = scanstring(tail, pos + 1)
-                except json.JSONDecodeError as exc:
-                    if exc.msg.startswith("Unterminated string") or end - exc.pos < 6:
+                if c == "{" or c == "[":
+                    # A container with no closing bracket in sight is open: skip the doomed (and,
+                    # through JSONDecodeError, costly) attempt to scan it whole.
+                    try:
+                        if tail.find(_CLOSE[c], pos) < 0:
+                            raise StopIteration
+                        value, stop = _scan(tail, pos)
+                    except (json.JSONDecodeError, StopIteration):
+                        opened: Any = {} if c == "{" else []
+                        self._put(opened)
+                        frames.append([opened, None])
+                        state = _FIRST_KEY if c == "{" else _FIRST_VALUE
+                        pos += 1
+                        continue
+                    self._put(value)
+                    state = _AFTER
+                    pos = stop
+                    continue
+                if c == '"':
+                    quote = tail.find('"', pos + 1)
+                    if quote < 0:
+                        self._show_string(tail[pos + 1 :], self._consumed + pos + 1)
                         break
-                    self._fail(self._consumed + exc.pos, exc.msg.lower())
-                colon = space(tail, stop).end()  # type: ignore[union-attr]
-                if colon >= end:
+                    if tail.find("\\", pos + 1, quote) < 0:
+                        frame = frames[-1]
+                        if self._open_string:
+                            self._put(tail[pos + 1 : quote])
+                        elif type(frame[0]) is dict:  # the most common step of all, so inlined
+                            frame[0][frame[1]] = tail[pos + 1 : quote]
+                        else:
+                            frame[0].append(tail[pos + 1 : quote])
+                        state = _AFTER
+                        pos = quote + 1
+                        continue
+                    try:
+                        value, stop = scanstring(tail, pos + 1)
+                    except json.JSONDecodeError as exc:
+                        if not exc.msg.startswith("Unterminated string") and not exc.msg.startswith("Invalid \\u"):
+                            self._fail(self._consumed + exc.pos, exc.msg.lower())
+                        if exc.msg.startswith("Invalid \\u") and exc.pos + 6 <= end:
+                            self._fail(self._consumed + exc.pos, exc.msg.lower())
+                        self._show_string(tail[pos + 1 :], self._consumed + pos + 1)
+                        break
+                    self._put(value)
+                    state = _AFTER
+                    pos = stop
+                    continue
+                try:
+                    value, stop = _scan(tail, pos)
+                except StopIteration:
+                    if final or end - pos >= 5:
+                        self._fail(self._consumed + pos, "expected a JSON value")
                     break
-                if tail[colon] != ":":
-                    self._fail(self._consumed + colon, "expected ':' after a key")
-                frames[-1][1] = key
-                state = _VALUE
-                pos = colon + 1
+                except json.JSONDecodeError as exc:
+                    self._fail(self._consumed + exc.pos, exc.msg.lower())
+                if not final and _NUMBER_CHARS.match(tail, pos).end() >= end:  # type: ignore[union-attr]
+                    break  # a number may still grow ("61." → "61.2"): wait for the character after it
+                self._put(value)
+                state = _AFTER
+                pos = stop
+                continue
         finally:
             self._state = state
             if pos:
