@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from kimiflow.sim import errors
+from kimiflow.sim.structured import json_answer, json_pieces
 from kimiflow.sim.textgen import Corpus, cut_at_stop, default_answer_tokens, request_digest
 from kimiflow.sim.validation import ChatRequest, ToolSpec
 
@@ -174,7 +175,16 @@ def plan_choices(req: ChatRequest, seed: int, corpus: Corpus, forced_tokens: int
         reasoning_len = min(reasoning_len, total)
         if reasoning_len:
             plan.reasoning, plan.reasoning_encoded = corpus.take(corpus.sentence_start(digest >> 20), reasoning_len)
-        pieces, encoded = corpus.take(corpus.sentence_start(digest), total - reasoning_len)
+        if req.response_format is not None:
+            # A JSON answer has its own length; max_tokens still truncates it mid-document.
+            pieces, encoded = json_pieces(json_answer(req.response_format, req.messages, digest))
+            if cap is not None and reasoning_len + len(pieces) > cap:
+                pieces, encoded = pieces[: max(0, cap - reasoning_len)], encoded[: max(0, cap - reasoning_len)]
+                plan.finish_reason = "length"
+            else:
+                plan.finish_reason = "stop"
+        else:
+            pieces, encoded = corpus.take(corpus.sentence_start(digest), total - reasoning_len)
         stopped, plan.content, plan.content_encoded = cut_at_stop(pieces, encoded, req.stop)
         if stopped:
             plan.finish_reason = "stop"

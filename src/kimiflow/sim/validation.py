@@ -13,6 +13,7 @@ import msgspec
 from kimiflow.core.catalog import ModelInfo, model_info
 from kimiflow.core.tokens import estimate_message_tokens
 from kimiflow.sim import errors
+from kimiflow.sim.structured import schema_error
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "cache"})
 _decoder = msgspec.json.Decoder()
@@ -41,6 +42,8 @@ class ChatRequest:
     stop: list[str]
     tools: list[ToolSpec]
     tool_choice: Any
+    response_format: dict[str, Any] | None = None
+    """A ``json_object`` or ``json_schema`` format (its schema checked as MFJS); None for text."""
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
@@ -113,11 +116,11 @@ def validate_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def _response_format(data: dict[str, Any], messages: list[dict[str, Any]]) -> None:
-    """Partial Mode cannot be combined with JSON mode (kimi-api.md §2.3, D8)."""
+def _response_format(data: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The JSON format asked for, if any; its schema must be MFJS, and it excludes Partial Mode (§2.3, D8)."""
     response_format = data.get("response_format")
     if response_format is None:
-        return
+        return None
     if not isinstance(response_format, dict) or response_format.get("type") not in ("text", "json_object",
                                                                                      "json_schema"):
         raise errors.invalid_request(
@@ -125,6 +128,19 @@ def _response_format(data: dict[str, Any], messages: list[dict[str, Any]]) -> No
         )
     if response_format["type"] != "text" and messages[-1].get("partial"):
         raise errors.invalid_request("Partial Mode cannot be used together with response_format json_object")
+    if response_format["type"] == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise errors.invalid_request(
+                "response_format.json_schema must be an object with name and schema, "
+                "like {\"name\": \"ticket\", \"schema\": {\"type\": \"object\", ...}}"
+            )
+        if "name" in spec and not isinstance(spec["name"], str):
+            raise errors.invalid_request("response_format.json_schema.name must be a string")
+        problem = schema_error(spec["schema"], "response_format")
+        if problem is not None:
+            raise problem
+    return response_format if response_format["type"] != "text" else None
 
 
 def _number(data: dict[str, Any], name: str) -> float | None:
@@ -172,9 +188,14 @@ def _tools(data: dict[str, Any]) -> list[ToolSpec]:
                 raise errors.invalid_request(f"unknown builtin_function {name!r}; only $web_search exists")
             specs.append(ToolSpec(name, True, {}))
         elif kind == "function":
+            if name[0].isdigit():
+                raise errors.invalid_request(
+                    f"tools[{i}].function.name {name!r} must not start with a digit; start it with a letter or _"
+                )
             parameters = function.get("parameters") or {"type": "object", "properties": {}}
-            if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
-                raise errors.invalid_request(f"tools[{i}].function.parameters must be a JSON schema object")
+            problem = schema_error(parameters, "tools")
+            if problem is not None:
+                raise problem
             specs.append(ToolSpec(name, False, parameters))
         else:
             raise errors.invalid_request(f"tools[{i}].type must be 'function' or 'builtin_function'")
@@ -203,7 +224,7 @@ def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
     """Check a decoded chat-completion body; raise ``SimError`` with Kimi's status/type/message."""
     info = resolve_model(data)
     messages = validate_messages(data)
-    _response_format(data, messages)
+    response_format = _response_format(data, messages)
     if "functions" in data or "function_call" in data:
         raise errors.invalid_request("functions and function_call are not supported, use tools instead")
 
@@ -273,4 +294,5 @@ def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
         stop=_stop(data),
         tools=tools,
         tool_choice=tool_choice,
+        response_format=response_format,
     )
