@@ -20,6 +20,7 @@ from kimiflow.core.pricing import cost_cny
 from kimiflow.sim import errors
 from kimiflow.sim.completion import ChoicePlan, plan_choices, usage_dict
 from kimiflow.sim.faults import Fault
+from kimiflow.sim.limits import admission_tokens
 from kimiflow.sim.sse import DONE, KEEPALIVE, ChunkEncoder, sse_event
 from kimiflow.sim.validation import ChatRequest, decode_json_object, validate_chat_request
 
@@ -141,7 +142,7 @@ async def handle_chat(sim: Simulator, request: web.BaseRequest, key: str, fault:
     forced = _forced_tokens(request)
     if sim.balance <= 0:
         raise errors.quota_exceeded(sim.balance)
-    admitted_tokens = req.prompt_tokens + (req.max_tokens or sim.config.default_max_tokens)
+    admitted_tokens = admission_tokens(req.prompt_tokens, req.max_tokens, req.model.id, sim.config.default_max_tokens)
     sim.limiter.admit(key, admitted_tokens)
     stats = sim.stats
     stats.in_flight += 1
