@@ -237,3 +237,29 @@ async def test_options_are_given_one_way_and_messages_name_parameters(tmp_path: 
     assert BatchOptions(rpm=50).tier_defaulted is True
     policy = BatchOptions(max_attempts=4).retry_policy
     assert (policy.max_retries, policy.initial_delay, policy.max_delay) == (3, 0.5, 20.0)
+
+
+async def test_retries_back_off_by_the_one_retry_policy_with_the_batch_knobs(tmp_path: Path) -> None:
+    """0.5 s doubling, capped at 20 s (not the client's 8 s), jittered down by at most half."""
+    from .conftest import Reply, ScriptedServer, error_body
+
+    answers = [0]
+
+    async def flaky(body: dict[str, Any]) -> Reply:
+        answers[0] += 1
+        return (500, error_body("server_error", "boom")) if answers[0] <= 7 else (200, completion())
+
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(1))
+    async with ScriptedServer(flaky) as server:
+        summary = await run_batch(src, tmp_path / "out.jsonl", options=BatchOptions(
+            api_key=KEY, base_url=server.base_url, tier=5, model=MODEL, max_attempts=8, sleep=record))
+    assert summary.succeeded == 1 and summary.this_run.attempts == 8
+    bases = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0]
+    assert len(slept) == len(bases)
+    for delay, base in zip(slept, bases, strict=True):
+        assert base * 0.5 <= delay <= base

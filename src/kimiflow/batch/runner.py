@@ -25,22 +25,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kimiflow.batch import stops
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, InputError, iter_requests, scan_input
 from kimiflow.batch.journal import PENDING, DoneStats, JournalError
 from kimiflow.batch.legacy_store import LegacyStore
 from kimiflow.batch.options import MAX_RATE_LIMITED_RETRIES, UNREACHABLE_AFTER, BatchOptions
 from kimiflow.batch.output import failure_record, success_record
 from kimiflow.batch.paths import BatchPaths
-from kimiflow.batch.progress import NullProgress, Progress, about
+from kimiflow.batch.progress import NullProgress, Progress
 from kimiflow.batch.summary import (
-    AUTH_FAILED,
     COMPLETED,
-    INPUT_CHANGED,
     INTERRUPTED,
-    PERMISSION_DENIED,
-    QUOTA_EXCEEDED,
     STORE_FAILED,
-    UNREACHABLE,
     BatchSummary,
     RunStats,
     build_summary,
@@ -59,7 +55,7 @@ from kimiflow.core.errors import (
 )
 from kimiflow.core.pricing import usage_cost_cny
 from kimiflow.core.retry import RetryPolicy, is_retryable
-from kimiflow.limits import Limiter, LimiterState, RateLimiter, RequestTooLargeError, request_charge
+from kimiflow.limits import Limiter, RateLimiter, RequestTooLargeError, request_charge
 
 if TYPE_CHECKING:
     from kimiflow.client import AsyncKimi
@@ -227,8 +223,7 @@ def _finish(run: _Run) -> BatchSummary:
         store.close()
     except STORE_FAILURES as exc:
         if summary.status != STORE_FAILED:
-            summary.status = STORE_FAILED
-            summary.message = _store_message(run, exc)
+            summary.status, summary.message = stops.store_failed(run.paths.output, exc)
     if summary.status == COMPLETED and summary.pending:
         summary.status = INTERRUPTED
         summary.message = summary.message or "stopped before every request was done"
@@ -264,7 +259,7 @@ async def _execute(run: _Run, defaults: InputDefaults) -> None:
         return
     opts = run.options
     if opts.tier_defaulted:
-        run.progress.note(_default_tier_note(run.limiter, pending))
+        run.progress.note(stops.default_tier_note(run.limiter.limits, pending))
     limit = run.limiter.limits.concurrency
     workers_n = max(1, min(limit or DEFAULT_WORKERS, MAX_WORKERS, pending))
     queue: asyncio.Queue[BatchRequest | None] = asyncio.Queue(maxsize=workers_n * 2)
@@ -329,15 +324,6 @@ def _seed_recent_sends(limiter: RateLimiter, store: LegacyStore) -> None:
     limiter.seed_sent([wall - at for at in store.sent_since(wall - window)])
 
 
-def _default_tier_note(limiter: Limiter, pending: int) -> str:
-    """How long ``pending`` requests take at the pace tier 0 allows (its RPM, after the margin)."""
-    limits = limiter.limits
-    rpm = LimiterState(limits).effective()["rpm"]
-    minutes = pending / rpm if rpm > 0 else 0.0
-    return (f"no tier= given, so tier 0 limits apply ({limits.concurrency} in flight, {limits.rpm} requests/min): "
-            f"{pending:,} request(s) will take about {about(minutes * 60)}; pass tier=N for your account's tier")
-
-
 def _request_stop(run: _Run, status: str, message: str) -> None:
     if not run.stop.is_set():
         run.state.status = status
@@ -345,14 +331,8 @@ def _request_stop(run: _Run, status: str, message: str) -> None:
         run.stop.set()
 
 
-def _store_message(run: _Run, exc: BaseException) -> str:
-    return (f"stopped: could not record a result in {run.paths.output} or its journal ({type(exc).__name__}: "
-            f"{exc}); nothing more was sent. Free disk space or fix the file's permissions, then run the same "
-            "command again: results already recorded are kept")
-
-
 def _store_failed(run: _Run, exc: BaseException) -> None:
-    _request_stop(run, STORE_FAILED, _store_message(run, exc))
+    _request_stop(run, *stops.store_failed(run.paths.output, exc))
 
 
 class _InputChanged(Exception):
@@ -394,9 +374,7 @@ async def _produce(run: _Run, queue: asyncio.Queue[BatchRequest | None], default
                 await queue.put(request)
             await asyncio.sleep(0)  # reading the file is synchronous: let the workers run
     except _InputChanged as exc:
-        _request_stop(run, INPUT_CHANGED, f"stopped: {run.paths.input} changed while the batch ran: {exc}; "
-                      "nothing more was sent. Restore the original file and run the same command again, "
-                      "or write to a new output to start a new batch")
+        _request_stop(run, *stops.input_changed(run.paths.input, str(exc)))
         return
     except STORE_FAILURES as exc:
         _store_failed(run, exc)
@@ -498,12 +476,11 @@ async def _process(run: _Run, request: BatchRequest) -> None:
                 try:
                     resp = await _send(run.client, request.body)
                 except QuotaExceededError as exc:
-                    _request_stop(run, QUOTA_EXCEEDED, f"stopped: the account's quota is exhausted ({exc}); "
-                                  "top up the balance, then run the same command again")
+                    _request_stop(run, *stops.quota_exhausted(exc))
                     return
                 except (AuthenticationError, PermissionDeniedError) as exc:
                     # The same key fails every request alike: stop instead of failing the whole input.
-                    _request_stop(run, *_access_denied(exc, run.base_url))
+                    _request_stop(run, *stops.access_denied(exc, run.base_url))
                     return
                 except RateLimitError as exc:
                     latency = (run.options.clock() - sent_at) * 1000
@@ -583,21 +560,6 @@ def _release(run: _Run, custom_id: str) -> None:
         _store_failed(run, exc)
 
 
-def _access_denied(exc: AuthenticationError | PermissionDeniedError, base_url: str) -> tuple[str, str]:
-    """Summary status and message for a key the server will not accept."""
-    platforms = ("keys from platform.moonshot.cn work only with https://api.moonshot.cn/v1, keys from "
-                 "platform.moonshot.ai only with https://api.moonshot.ai/v1")
-    if isinstance(exc, AuthenticationError):
-        return AUTH_FAILED, (
-            f"stopped: the API key was rejected ({exc}); nothing more was sent. Check MOONSHOT_API_KEY "
-            f"(or api_key=) and that it belongs to {base_url}: {platforms}. Then run the same command again"
-        )
-    return PERMISSION_DENIED, (
-        f"stopped: permission denied ({exc}); nothing more was sent. Check that the key may use this model "
-        f"and endpoint and that it belongs to {base_url} ({platforms}). Then run the same command again"
-    )
-
-
 def _cannot_connect(exc: APIConnectionError) -> bool:
     # A timeout means the server was reached but slow; only refused/reset/DNS failures count here.
     return not isinstance(exc, APITimeoutError)
@@ -618,8 +580,7 @@ def _unreachable(run: _Run, request: BatchRequest, exc: APIConnectionError, atte
     state.unreachable.append(_Held(request, exc, attempts, latency))
     if len(state.unreachable) < run.options.unreachable_after:
         return
-    _request_stop(run, UNREACHABLE, f"stopped: cannot reach {run.base_url}: {exc}; nothing more was sent; "
-                  "re-run the same command when it is reachable")
+    _request_stop(run, *stops.unreachable(run.base_url, exc))
     for held in state.unreachable:
         _release(run, held.request.custom_id)
     state.unreachable.clear()
