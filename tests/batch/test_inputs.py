@@ -85,7 +85,7 @@ def test_each_invalid_line_is_reported_with_its_line_number(tmp_path: Path, line
 def test_missing_model_without_default_says_to_pass_model(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "x"}])
     scan = scan_input(path)
-    assert "--model" in scan.problems[0].message
+    assert "pass model=" in scan.problems[0].message and "--model" not in scan.problems[0].message
 
 
 def test_duplicate_ids_name_the_first_line_and_the_line_id_collision(tmp_path: Path) -> None:

@@ -68,6 +68,6 @@ async def test_defaulted_tier_0_notes_how_long_the_batch_will_take(tmp_path: Pat
         summary = await run_batch(src, tmp_path / "out.jsonl", api_key="sk-test-key-0000", base_url=server.base_url,
                                   model=MODEL, tier_defaulted=True, stop=stop, progress=Notes(out))
     # Tier 0 is 3 RPM, used in full (the margin takes whole units only): 3000 / 3 min = about 17 hours.
-    assert ("no --tier given, so tier 0 limits apply (1 in flight, 3 requests/min): 3,000 request(s) will take "
-            "about 17 hours; pass --tier N for your account's tier") in out.getvalue()
+    assert ("no tier= given, so tier 0 limits apply (1 in flight, 3 requests/min): 3,000 request(s) will take "
+            "about 17 hours; pass tier=N for your account's tier") in out.getvalue()
     assert summary.succeeded == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from kimiflow.batch.journal import Journal
 from kimiflow.batch.progress import NullProgress
 from kimiflow.batch.runner import run_batch
-from kimiflow.core.ratelimit import RateLimits
+from kimiflow.limits import RateLimits
 
 from .conftest import ScriptedServer, prompts, write_jsonl
 

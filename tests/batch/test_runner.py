@@ -12,8 +12,8 @@ from kimiflow.batch.journal import Journal
 from kimiflow.batch.progress import NullProgress, PlainProgress
 from kimiflow.batch.runner import BatchInputError, run_batch
 from kimiflow.batch.summary import COMPLETED, INTERRUPTED, QUOTA_EXCEEDED
-from kimiflow.core.ratelimit import RateLimits
 from kimiflow.core.tiers import tier_limits
+from kimiflow.limits import RateLimits
 from kimiflow.sim import SimConfig, Simulator
 
 from .conftest import prompts, read_jsonl, write_jsonl

@@ -62,10 +62,11 @@ def _drawn_tree() -> dict[str, str]:
 def test_the_drawn_error_tree_is_the_real_one() -> None:
     """Every class drawn in core/errors.py's docstring derives from the parent drawn above it."""
     import kimiflow.batch
+    import kimiflow.limits
 
     drawn = _drawn_tree()
     assert len(drawn) == 23, drawn  # every class below KimiflowError
-    where = {**vars(kimiflow), **vars(kimiflow.batch)}
+    where = {**vars(kimiflow), **vars(kimiflow.batch), **vars(kimiflow.limits)}
     for child, parent in drawn.items():
         assert child in where, f"{child} is drawn but not exported"
         assert where[parent] in where[child].__bases__, f"{child} is drawn under {parent}"
@@ -74,9 +75,10 @@ def test_the_drawn_error_tree_is_the_real_one() -> None:
 
 def test_every_exported_exception_is_a_kimiflow_error() -> None:
     import kimiflow.batch
+    import kimiflow.limits
     import kimiflow.sim
 
-    for module in (kimiflow, kimiflow.batch, kimiflow.sim):
+    for module in (kimiflow, kimiflow.batch, kimiflow.limits, kimiflow.sim):
         for name in getattr(module, "__all__", ()):
             obj = getattr(module, name)
             if isinstance(obj, type) and issubclass(obj, BaseException):

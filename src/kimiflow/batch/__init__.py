@@ -1,8 +1,8 @@
-"""Batch runs at the account's limits: a rate limiter, and a resumable runner for JSONL files.
+"""Batch runs at the account's limits: a resumable runner for JSONL files (limits from ``kimiflow.limits``).
 
->>> from kimiflow.batch import RateLimiter, run_batch, run_batch_sync
+>>> from kimiflow.batch import BatchOptions, RateLimiter, run_batch, run_batch_sync
 >>> limiter = RateLimiter.for_tier(2)                     # for your own AsyncKimi code
->>> summary = await run_batch("in.jsonl", "out.jsonl", tier=2, model="moonshot-v1-8k")
+>>> summary = await run_batch("in.jsonl", "out.jsonl", options=BatchOptions(tier=2, model="moonshot-v1-8k"))
 """
 
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, InputError, LineProblem, scan_input
@@ -13,14 +13,15 @@ from kimiflow.batch.journal import (
     JournalStateError,
     OutputConflictError,
 )
-from kimiflow.batch.limiter import RateLimiter, Slot, request_charge
+from kimiflow.batch.options import BatchOptions
 from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.runner import BatchInputError, run_batch, run_batch_sync
 from kimiflow.batch.summary import BatchSummary
-from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
+from kimiflow.limits import RateLimiter, RateLimits, RequestTooLargeError, Slot, request_charge
 
 __all__ = [
     "BatchInputError",
+    "BatchOptions",
     "BatchPaths",
     "BatchRequest",
     "BatchSummary",

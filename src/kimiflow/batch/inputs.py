@@ -26,12 +26,16 @@ CHAT_URL = "/v1/chat/completions"
 MAX_REPORTED_PROBLEMS = 1000
 """Problems kept for the report; the rest are only counted."""
 
+CLIENT_ONLY_KEYS = ("api_key", "base_url", "extra_body", "extra_headers", "extra_query", "max_retries", "timeout")
+"""Keyword arguments of the Python client, not request parameters: a line carrying one could swap the
+key, inject headers or change the request after it was charged, so such lines are refused."""
+
 _decoder = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True)
 class InputDefaults:
-    """Values applied to requests that do not set them (``--model``, ``--max-tokens``, ``--system``)."""
+    """Values applied to requests that do not set them (``model``, ``max_tokens``, ``system``)."""
 
     model: str | None = None
     max_tokens: int | None = None
@@ -148,11 +152,20 @@ def _finish_body(body: dict[str, Any], defaults: InputDefaults) -> dict[str, Any
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InputError(f'messages[{i}] must be an object with a "role"')
-    if body.get("stream"):
-        raise InputError('"stream": true is not supported in a batch; remove it')
+    client_only = [key for key in CLIENT_ONLY_KEYS if key in body]
+    if client_only:
+        raise InputError(
+            f"{', '.join(repr(k) for k in client_only)} {'is an option' if len(client_only) == 1 else 'are options'} "
+            "of the Python client, not a request parameter; remove it (the body is sent as the request "
+            "body, exactly as Kimi's Batch API sends it)"
+        )
+    if "stream" in body and body["stream"] is not False:
+        if body["stream"] is True:
+            raise InputError('"stream": true is not supported in a batch; remove it')
+        raise InputError(f'"stream" may only be false in a batch, got {body["stream"]!r}; remove it')
     if not body.get("model"):
         if defaults.model is None:
-            raise InputError('no model: add "model" to the request or pass --model')
+            raise InputError('no model: add "model" to the request or pass model= (the default for lines without one)')
         body["model"] = defaults.model
     elif not isinstance(body["model"], str):
         raise InputError(f'"model" must be a string, got {body["model"]!r}')

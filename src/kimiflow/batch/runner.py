@@ -1,257 +1,255 @@
 """Run a JSONL file of chat requests at the account's limits, resumably: ``run_batch``.
 
 The run: validate the input (nothing is sent if a line is bad, unless told to skip bad lines),
-bind the journal, repair the output after a crash, then stream the pending requests through a
-bounded queue to a fixed pool of workers. Each worker sends through ``AsyncKimi`` with the
-client's own retries off: the limiter decides when to send, the worker decides what to retry
-(5xx, resets, timeouts with backoff up to ``max_attempts``; 429s after the pause the limiter
-imposes). A quota error or a stop request (Ctrl-C) stops taking new work; requests in flight get
-``grace_seconds`` to finish, the rest are recorded as not done; the summary is always written.
+open the store (journal + output, repaired after a crash), then stream the pending requests through
+a bounded queue to a fixed pool of workers. Each worker sends through ``AsyncKimi`` with the
+client's own retries off: the limiter decides when to send, the worker decides what to retry with
+the one ``RetryPolicy`` backoff (5xx, resets, timeouts, a malformed 200, up to ``max_attempts``;
+429s after the pause the limiter imposes). A quota error or a stop request (Ctrl-C) stops taking
+new work; requests in flight get ``grace_seconds`` to finish, the rest are recorded as not done.
+A request that cannot succeed becomes a failed line with its reason; a store that cannot record a
+result, or an input that changes under the run, stops it cleanly. The summary is always written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kimiflow.batch.inputs import BatchRequest, InputDefaults, iter_requests, scan_input
-from kimiflow.batch.journal import PENDING, DoneStats, Journal
-from kimiflow.batch.limiter import RateLimiter, request_charge
-from kimiflow.batch.output import (
-    ResultWriter,
-    failure_record,
-    rebuild_errors,
-    reconcile,
-    success_record,
-)
-from kimiflow.batch.paths import BatchPaths, refuse_files_of_another_run
-from kimiflow.batch.progress import NullProgress, Progress, about
+from kimiflow.batch import stops
+from kimiflow.batch.inputs import BatchRequest, InputDefaults, InputError, iter_requests, scan_input
+from kimiflow.batch.journal import PENDING, DoneStats, JournalError
+from kimiflow.batch.legacy_store import LegacyStore
+from kimiflow.batch.options import MAX_RATE_LIMITED_RETRIES, UNREACHABLE_AFTER, BatchOptions
+from kimiflow.batch.output import failure_record, success_record
+from kimiflow.batch.paths import BatchPaths
+from kimiflow.batch.progress import NullProgress, Progress
 from kimiflow.batch.summary import (
-    AUTH_FAILED,
     COMPLETED,
     INTERRUPTED,
-    PERMISSION_DENIED,
-    QUOTA_EXCEEDED,
-    UNREACHABLE,
+    STORE_FAILED,
     BatchSummary,
     RunStats,
     build_summary,
 )
 from kimiflow.core.errors import (
     APIConnectionError,
+    APIError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
-    KimiflowError,
+    InvalidArgumentError,
+    MalformedResponseError,
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
 )
 from kimiflow.core.pricing import usage_cost_cny
-from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
-from kimiflow.core.retry import is_retryable
+from kimiflow.core.retry import RetryPolicy, is_retryable
+from kimiflow.limits import Limiter, RateLimiter, RequestTooLargeError, request_charge
+
+if TYPE_CHECKING:
+    from kimiflow.client import AsyncKimi
+    from kimiflow.types.chat import ChatCompletion
+
+__all__ = ["MAX_RATE_LIMITED_RETRIES", "UNREACHABLE_AFTER", "BatchInputError", "run_batch", "run_batch_sync"]
 
 DEFAULT_WORKERS = 64
 """Workers when no concurrency limit is set."""
 MAX_WORKERS = 1000
-MAX_RATE_LIMITED_RETRIES = 20
-"""A request answered 429 more often than this fails (a limit far tighter than configured)."""
-UNREACHABLE_AFTER = 10
-"""Requests that in a row end unable to connect (no success since) before the run stops."""
+STORE_FAILURES: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, JournalError)
+"""What the store raises when a result cannot be made durable: the run stops, it does not fail the request."""
 
 
-class BatchInputError(KimiflowError):
+class BatchInputError(InvalidArgumentError):
     """The input file has invalid lines; nothing was sent."""
 
 
 @dataclass
-class _Run:
-    """Mutable state shared by the workers of one run."""
+class _Held:
+    """A request that gave up unable to connect, its verdict held until the server answers again."""
 
-    journal: Journal
-    writer: ResultWriter
-    limiter: RateLimiter
-    client: Any
-    progress: Progress
-    max_attempts: int
-    clock: Callable[[], float]
-    sleep: Callable[[float], Awaitable[Any]]
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    request: BatchRequest
+    exc: APIConnectionError
+    attempts: int
+    latency_ms: float
+
+
+@dataclass
+class _RunState:
+    """What changes while the run goes: its figures, why it stopped, who is on the wire."""
+
     stats: RunStats = field(default_factory=RunStats)
-    stop_status: str = COMPLETED
-    stop_message: str = ""
-    rng: random.Random = field(default_factory=random.Random)
+    status: str = COMPLETED
+    message: str = ""
+    probing: bool = False
     sending: set[asyncio.Task[Any]] = field(default_factory=set)
     """Workers whose request is on the wire right now: only these get the grace period on a stop."""
-    base_url: str = "the API"
-    opened: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once the run's first request has finished: until then it goes alone (see ``_worker``)."""
-    probing: bool = False
-    unreachable_after: int = UNREACHABLE_AFTER
-    tier_defaulted: bool = False
-    unreachable: list[tuple[BatchRequest, APIConnectionError, int, float]] = field(default_factory=list)
+    unreachable: list[_Held] = field(default_factory=list)
     """Requests that gave up unable to connect since the server last answered: failed once it answers
     again (or the run ends), left pending if ``unreachable_after`` of them pile up and the run stops."""
+
+
+@dataclass
+class _Run:
+    """The fixed collaborators of one run, and its state."""
+
+    options: BatchOptions
+    paths: BatchPaths
+    store: LegacyStore
+    limiter: Limiter
+    client: AsyncKimi
+    progress: Progress
+    policy: RetryPolicy
+    base_url: str
+    bad_lines: set[int]
+    input_stamp: tuple[int, int]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the run's first request has finished: until then it goes alone (see ``_worker``)."""
+    rng: random.Random = field(default_factory=random.Random)
+    state: _RunState = field(default_factory=_RunState)
 
 
 async def run_batch(
     input: str | Path,
     output: str | Path,
     *,
-    errors: str | Path | None = None,
-    client: Any = None,
-    api_key: str | None = None,
-    base_url: str | None = None,
-    timeout: float | None = None,
-    tier: int | None = None,
-    concurrency: int | None = None,
-    rpm: int | None = None,
-    tpm: int | None = None,
-    tpd: int | None = None,
-    limits: RateLimits | None = None,
-    limiter: RateLimiter | None = None,
-    model: str | None = None,
-    max_tokens: int | None = None,
-    system: str | None = None,
-    max_attempts: int = 3,
-    retry_failed: bool = False,
-    skip_invalid: bool = False,
-    grace_seconds: float = 30.0,
-    unreachable_after: int = UNREACHABLE_AFTER,
+    options: BatchOptions | None = None,
+    client: AsyncKimi | None = None,
     progress: Progress | None = None,
-    heartbeat_seconds: float = 1.0,
-    tier_defaulted: bool = False,
-    handle_signals: bool = False,
     stop: asyncio.Event | None = None,
-    resume_command: str | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    **keywords: Any,
 ) -> BatchSummary:
     """Run every request of ``input`` (JSONL) and write the results to ``output``; resumable.
 
-    >>> summary = await run_batch("tickets.jsonl", "out.jsonl", tier=2, model="moonshot-v1-8k")
+    >>> summary = await run_batch("tickets.jsonl", "out.jsonl", options=BatchOptions(tier=2, model="moonshot-v1-8k"))
+    >>> summary = await run_batch("tickets.jsonl", "out.jsonl", tier=2, model="moonshot-v1-8k")  # the same
     >>> print(summary.describe())
 
-    Running it again with the same arguments finishes only what is missing. Limits come from
-    ``limiter``, else ``limits``, else ``tier`` (default 0) with explicit numbers overriding.
-    ``stop`` (an event) or, with ``handle_signals``, Ctrl-C stops the run gracefully. A rejected key
-    (401), a permission error (403), a quota error or ``unreachable_after`` requests in a row unable
-    to connect stop it too, leaving the requests not yet done pending for the next run.
-    ``progress.tick()`` is called every ``heartbeat_seconds`` of real time, also while waiting.
-    ``tier_defaulted`` says the limits are tier 0's only because none were chosen: the run then
-    starts with a note of how long the requests will take at that pace.
+    Running it again with the same arguments finishes only what is missing. ``keywords`` are
+    ``BatchOptions`` fields, for callers that pass no ``options``. ``stop`` (an event) or, with
+    ``handle_signals``, Ctrl-C stops the run gracefully. A rejected key (401), a permission error
+    (403), a quota error, ``unreachable_after`` requests in a row unable to connect, a store that
+    cannot record a result or an input changed during the run stop it too, leaving the requests not
+    yet done pending for the next run. ``progress.tick()`` is called every ``heartbeat_seconds``.
     """
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    if unreachable_after < 1:
-        raise ValueError(f"unreachable_after must be at least 1, got {unreachable_after}")
-    paths = BatchPaths.for_output(input, output, errors)
+    if options is not None and keywords:
+        raise InvalidArgumentError(f"give run_batch() either options= or keyword options, not both "
+                                   f"(got options= and {', '.join(sorted(keywords))})")
+    opts = options if options is not None else BatchOptions.from_keywords(**keywords)
+    paths = BatchPaths.for_output(input, output, opts.errors)
     if paths.output.resolve() == paths.input.resolve():
-        raise ValueError("the output file must not be the input file; choose another -o")
-    defaults = InputDefaults(model=model, max_tokens=max_tokens, system=system)
+        raise InvalidArgumentError("the output file must not be the input file; choose another output=")
+    defaults = opts.defaults
     scan = scan_input(paths.input, defaults)
-    if not scan.ok and not skip_invalid:
+    if not scan.ok and not opts.skip_invalid:
         raise BatchInputError(
             f"{paths.input}: {scan.problem_count} invalid line(s), nothing was sent:\n{scan.describe()}\n"
-            "Fix the lines, or pass --skip-invalid to run the valid ones only."
+            "Fix the lines, or pass skip_invalid=True to run the valid ones only."
         )
     if scan.requests == 0:
         # Nothing to run: create no journal or output files, just say so.
         skipped = f" ({scan.problem_count} invalid line(s) skipped)" if scan.problem_count else ""
         return BatchSummary.empty(paths.as_strings(), f"no requests in {paths.input}{skipped}; nothing was sent")
-    own_limiter = limiter is None
-    if limiter is None:
-        if limits is None:
-            limits = RateLimits.for_tier(0 if tier is None else tier, concurrency=concurrency, rpm=rpm,
-                                         tpm=tpm, tpd=tpd)
-        limiter = RateLimiter(limits, clock=clock, sleep=sleep)
+    stamp = _stamp(paths.input)
+    own_limiter = opts.limiter is None
+    limiter: Limiter = opts.limiter or RateLimiter(opts.rate_limits, clock=opts.clock, sleep=opts.sleep)
 
-    paths.output.parent.mkdir(parents=True, exist_ok=True)
-    journal_existed = paths.journal.exists()
-    journal = Journal.open(paths.journal)
+    store = LegacyStore.open(
+        paths, fingerprint=scan.fingerprint, params={**defaults.as_params(), "skip_invalid": opts.skip_invalid},
+        requests=lambda: ((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
+                                                                       skip_lines=scan.bad_lines)),
+        retry_failed=opts.retry_failed,
+    )
+    closed = False
     try:
-        if not journal.is_bound:
-            refuse_files_of_another_run(paths, journal, created=not journal_existed)
-        params = {**defaults.as_params(), "skip_invalid": skip_invalid}
-        journal.bind(scan.fingerprint, params)
-        if journal.get_meta("registered") != "1":
-            journal.register((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
-                                                                           skip_lines=scan.bad_lines))
-            journal.set_meta("registered", "1")
-        journal.reset_in_flight()
-        if own_limiter:  # a limiter of the caller's already counts what it sent
-            _seed_recent_sends(limiter, journal)
-        if retry_failed:
-            journal.reset_failed()
-        repair = reconcile(paths.output, journal)
-        rebuild_errors(paths.errors, journal)
-
+        if own_limiter and isinstance(limiter, RateLimiter):  # a limiter of the caller's already counts its sends
+            _seed_recent_sends(limiter, store)
         own_client = client is None
         if client is None:
             from kimiflow import AsyncKimi
 
-            client = AsyncKimi(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
+            client = AsyncKimi(api_key=opts.api_key, base_url=opts.base_url, timeout=opts.timeout, max_retries=0)
         else:
             client = client.with_options(max_retries=0)
-        writer = ResultWriter(paths.output, paths.errors, journal)
-        run = _Run(journal, writer, limiter, client, progress or NullProgress(), max_attempts, clock, sleep,
-                   stop=stop or asyncio.Event(), base_url=str(getattr(client, "base_url", "the API")),
-                   unreachable_after=unreachable_after, tier_defaulted=tier_defaulted)
-        if repair.changed:
+        run = _Run(opts, paths, store, limiter, client, progress or NullProgress(), opts.retry_policy,
+                   base_url=client.base_url, bad_lines=scan.bad_lines, input_stamp=stamp,
+                   stop=stop or asyncio.Event())
+        if store.repair.changed:
+            repair = store.repair
             run.progress.note(
                 f"repaired the output after an interrupted run: {len(repair.adopted)} result(s) kept, "
                 f"{repair.dropped_duplicates} duplicate(s) and {repair.torn_bytes} torn byte(s) removed, "
                 f"{repair.lost} missing result(s) queued again"
             )
-        started = clock()
+        started = opts.clock()
         try:
-            await _execute(run, paths, defaults, scan.bad_lines, grace_seconds, handle_signals, heartbeat_seconds)
+            await _execute(run, defaults)
         finally:
-            run.stats.elapsed_s = clock() - started
-            writer.close()
+            run.state.stats.elapsed_s = opts.clock() - started
             if own_client:
                 await client.close()
-            rebuild_errors(paths.errors, journal)
-            journal.add_rate_limited(run.stats.rate_limited)
-        summary = build_summary(
-            journal, status=run.stop_status, paths=paths.as_strings(), run=run.stats,
-            limits={k: v for k, v in asdict(limiter.limits).items()}, message=run.stop_message,
-        )
-        if summary.status == COMPLETED and summary.pending:
-            summary.status = INTERRUPTED
-            summary.message = summary.message or "stopped before every request was done"
-        summary.resume_command = resume_command
-        if summary.pending and resume_command:
-            summary.message = (summary.message + "\n" if summary.message else "") + f"resume with: {resume_command}"
-        summary.write(paths.summary)
+        summary = _finish(run)
+        closed = True
         return summary
     finally:
-        journal.close()
+        if not closed:
+            with contextlib.suppress(*STORE_FAILURES):
+                store.close()
+
+
+def _finish(run: _Run) -> BatchSummary:
+    """Record the run's totals, close the store and write the summary (also after a store failure)."""
+    state, store = run.state, run.store
+    try:
+        store.add_rate_limited(state.stats.rate_limited)
+    except STORE_FAILURES as exc:
+        _store_failed(run, exc)
+    summary = build_summary(
+        store.journal, status=state.status, paths=run.paths.as_strings(), run=state.stats,
+        limits=dict(asdict(run.limiter.limits)), message=state.message,
+    )
+    try:
+        store.close()
+    except STORE_FAILURES as exc:
+        if summary.status != STORE_FAILED:
+            summary.status, summary.message = stops.store_failed(run.paths.output, exc)
+    if summary.status == COMPLETED and summary.pending:
+        summary.status = INTERRUPTED
+        summary.message = summary.message or "stopped before every request was done"
+    resume = run.options.resume_command
+    summary.resume_command = resume
+    if summary.pending and resume:
+        summary.message = (summary.message + "\n" if summary.message else "") + f"resume with: {resume}"
+    summary.write(run.paths.summary)
+    return summary
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 
 async def _heartbeat(progress: Progress, every: float) -> None:
     """Tick the display on real time: the run may wait minutes for the limiter without finishing anything."""
-    tick = getattr(progress, "tick", None)  # displays written before ``tick`` existed still work
-    if tick is None:
-        return
     while True:
         await asyncio.sleep(every)
-        tick()
+        progress.tick()
 
 
-async def _execute(
-    run: _Run, paths: BatchPaths, defaults: InputDefaults, bad_lines: set[int], grace: float,
-    handle_signals: bool, heartbeat_seconds: float,
-) -> None:
-    counts = run.journal.counts()
-    totals = run.journal.totals()
+async def _execute(run: _Run, defaults: InputDefaults) -> None:
+    counts = run.store.counts()
+    totals = run.store.totals()
     run.progress.start(sum(counts.values()), counts["done"] + counts["failed"], failed=counts["failed"],
                        tokens=int(totals["prompt_tokens"] + totals["completion_tokens"]),
                        cost_cny=float(totals["cost_cny"]))
@@ -259,15 +257,16 @@ async def _execute(
     if pending == 0:
         run.progress.stop()
         return
-    if run.tier_defaulted:
-        run.progress.note(_default_tier_note(run.limiter, pending))
+    opts = run.options
+    if opts.tier_defaulted:
+        run.progress.note(stops.default_tier_note(run.limiter.limits, pending))
     limit = run.limiter.limits.concurrency
     workers_n = max(1, min(limit or DEFAULT_WORKERS, MAX_WORKERS, pending))
     queue: asyncio.Queue[BatchRequest | None] = asyncio.Queue(maxsize=workers_n * 2)
     loop = asyncio.get_running_loop()
     workers = [asyncio.create_task(_worker(run, queue)) for _ in range(workers_n)]
-    producer = asyncio.create_task(_produce(run, queue, paths, defaults, bad_lines, workers_n))
-    heartbeat = asyncio.create_task(_heartbeat(run.progress, heartbeat_seconds))
+    producer = asyncio.create_task(_produce(run, queue, defaults, workers_n))
+    heartbeat = asyncio.create_task(_heartbeat(run.progress, opts.heartbeat_seconds))
     interrupts = 0
 
     def on_sigint() -> None:
@@ -275,40 +274,38 @@ async def _execute(
         interrupts += 1
         if interrupts == 1:
             _request_stop(run, INTERRUPTED, "interrupted: stopped taking new requests")
-            run.progress.note(f"stopping: letting {run.limiter.state.in_flight} request(s) in flight finish "
-                              f"(up to {grace:.0f}s); press Ctrl-C again to abort now")
+            run.progress.note(f"stopping: letting {len(run.state.sending)} request(s) in flight finish "
+                              f"(up to {opts.grace_seconds:.0f}s); press Ctrl-C again to abort now")
         elif interrupts == 2:
-            dropped = len(run.sending)
-            abort = (f"aborted: {dropped} request(s) in flight were dropped (recorded as not done); "
+            abort = (f"aborted: {len(run.state.sending)} request(s) in flight were dropped (recorded as not done); "
                      "they will be sent again when you resume")
             run.progress.note(abort)
-            run.stop_message = f"{run.stop_message}\n{abort}" if run.stop_message else abort
+            run.state.message = f"{run.state.message}\n{abort}" if run.state.message else abort
             for task in workers:
                 task.cancel()
 
-    if handle_signals:
+    if opts.handle_signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, on_sigint)
+    stop_wait = asyncio.ensure_future(run.stop.wait())
+    all_workers = asyncio.gather(*workers, return_exceptions=True)
     try:
-        stop_wait = asyncio.ensure_future(run.stop.wait())
-        everything = asyncio.gather(producer, *workers, return_exceptions=True)
-        first: set[asyncio.Future[Any]] = {stop_wait, everything}
+        # Waiting on the workers, not the producer: were every worker to end, a producer blocked on a
+        # full queue would otherwise wait forever.
+        first: set[asyncio.Future[Any]] = {stop_wait, all_workers}
         await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
-        if not everything.done():
-            producer.cancel()
+        producer.cancel()
+        if not all_workers.done():
             for task in workers:
-                if task not in run.sending:
+                if task not in run.state.sending:
                     task.cancel()  # waiting for the limiter or a backoff: nothing to finish
-            _, still = await asyncio.wait(workers, timeout=grace)
+            _, still = await asyncio.wait(workers, timeout=opts.grace_seconds)
             for task in still:
                 task.cancel()
-        results = await everything
-        stop_wait.cancel()
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                raise result
+        await asyncio.gather(all_workers, producer, return_exceptions=True)
     finally:
-        if handle_signals:
+        stop_wait.cancel()
+        if opts.handle_signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
         heartbeat.cancel()
@@ -316,7 +313,7 @@ async def _execute(
         run.progress.stop()
 
 
-def _seed_recent_sends(limiter: RateLimiter, journal: Journal) -> None:
+def _seed_recent_sends(limiter: RateLimiter, store: LegacyStore) -> None:
     """Count the last minute's sends of an earlier run: the server still does, so a resume must not burst.
 
     Only the request window is seeded: the journal records when each attempt was sent, not what it was
@@ -324,53 +321,64 @@ def _seed_recent_sends(limiter: RateLimiter, journal: Journal) -> None:
     """
     window = limiter.limits.window_seconds + limiter.limits.guard_seconds
     wall = time.time()
-    limiter.state.seed_sent(wall - at for at in journal.sent_since(wall - window))
-
-
-def _default_tier_note(limiter: RateLimiter, pending: int) -> str:
-    """How long ``pending`` requests take at the pace the limiter keeps (its RPM, after the margin)."""
-    limits = limiter.limits
-    rpm = limiter.state.effective()["rpm"]
-    minutes = pending / rpm if rpm > 0 else 0.0
-    return (f"no --tier given, so tier 0 limits apply ({limits.concurrency} in flight, {limits.rpm} requests/min): "
-            f"{pending:,} request(s) will take about {about(minutes * 60)}; pass --tier N for your account's tier")
+    limiter.seed_sent([wall - at for at in store.sent_since(wall - window)])
 
 
 def _request_stop(run: _Run, status: str, message: str) -> None:
     if not run.stop.is_set():
-        run.stop_status = status
-        run.stop_message = message
+        run.state.status = status
+        run.state.message = message
         run.stop.set()
 
 
-def _pending_requests(
-    run: _Run, paths: BatchPaths, defaults: InputDefaults, bad_lines: set[int], chunk: int = 256
-) -> Iterator[list[BatchRequest]]:
+def _store_failed(run: _Run, exc: BaseException) -> None:
+    _request_stop(run, *stops.store_failed(run.paths.output, exc))
+
+
+class _InputChanged(Exception):
+    """The input file is not the one the run validated."""
+
+
+def _pending_requests(run: _Run, defaults: InputDefaults, chunk: int = 256) -> Iterator[list[BatchRequest]]:
     batch: list[BatchRequest] = []
-    for request in iter_requests(paths.input, defaults, skip_lines=bad_lines):
-        batch.append(request)
-        if len(batch) >= chunk:
-            yield _only_pending(run, batch)
-            batch = []
+    try:
+        for request in iter_requests(run.paths.input, defaults, skip_lines=run.bad_lines):
+            batch.append(request)
+            if len(batch) >= chunk:
+                yield _only_pending(run, batch)
+                batch = []
+    except InputError as exc:
+        raise _InputChanged(f"a line no longer parses ({exc})") from None
     if batch:
         yield _only_pending(run, batch)
 
 
 def _only_pending(run: _Run, batch: list[BatchRequest]) -> list[BatchRequest]:
-    states = run.journal.statuses([r.custom_id for r in batch])
-    return [r for r in batch if states.get(r.custom_id) == PENDING]
+    if _stamp(run.paths.input) != run.input_stamp:
+        raise _InputChanged("its size or modification time changed")
+    states = run.store.statuses([r.custom_id for r in batch])
+    unknown = [r for r in batch if r.custom_id not in states]
+    if unknown:
+        raise _InputChanged(f"line {unknown[0].line} has custom_id {unknown[0].custom_id!r}, which the journal "
+                            "does not know")
+    return [r for r in batch if states[r.custom_id] == PENDING]
 
 
-async def _produce(
-    run: _Run, queue: asyncio.Queue[BatchRequest | None], paths: BatchPaths, defaults: InputDefaults,
-    bad_lines: set[int], workers_n: int,
-) -> None:
-    for batch in _pending_requests(run, paths, defaults, bad_lines):
-        for request in batch:
-            if run.stop.is_set():
-                return  # workers watch the stop event, they need no end markers
-            await queue.put(request)
-        await asyncio.sleep(0)  # reading the file is synchronous: let the workers run
+async def _produce(run: _Run, queue: asyncio.Queue[BatchRequest | None], defaults: InputDefaults,
+                   workers_n: int) -> None:
+    try:
+        for batch in _pending_requests(run, defaults):
+            for request in batch:
+                if run.stop.is_set():
+                    return  # workers watch the stop event, they need no end markers
+                await queue.put(request)
+            await asyncio.sleep(0)  # reading the file is synchronous: let the workers run
+    except _InputChanged as exc:
+        _request_stop(run, *stops.input_changed(run.paths.input, str(exc)))
+        return
+    except STORE_FAILURES as exc:
+        _store_failed(run, exc)
+        return
     for _ in range(workers_n):
         await queue.put(None)  # one end marker per worker
 
@@ -388,24 +396,22 @@ async def _worker(run: _Run, queue: asyncio.Queue[BatchRequest | None]) -> None:
         if not get.done() or get.cancelled():
             return
         request = get.result()
-        if request is None:
-            return
-        if run.stop.is_set():
+        if request is None or run.stop.is_set():
             return
         if not run.opened.is_set():
             # The first request goes alone: a wrong key (401), a key without permission (403) or an
             # unreachable server then stops the run after one request, not a whole concurrency window.
-            if not run.probing:
-                run.probing = True
+            if not run.state.probing:
+                run.state.probing = True
                 try:
-                    await _process(run, request)
+                    await _process_safely(run, request)
                 finally:
                     run.opened.set()
                 continue
             await _first_of(run.opened, run.stop)
             if run.stop.is_set():
-                return  # never marked in flight: it simply stays pending
-        await _process(run, request)
+                return  # never marked sent: it simply stays pending
+        await _process_safely(run, request)
 
 
 async def _first_of(*events: asyncio.Event) -> None:
@@ -417,116 +423,141 @@ async def _first_of(*events: asyncio.Event) -> None:
             waiter.cancel()
 
 
+async def _process_safely(run: _Run, request: BatchRequest) -> None:
+    """``_process``, so that no exception ends a worker: the store's stop the run, others fail the request."""
+    try:
+        await _process(run, request)
+    except STORE_FAILURES as exc:
+        _store_failed(run, exc)
+    except Exception as exc:  # a worker must outlive any one request's surprise
+        try:
+            run.store.mark_sent(request.custom_id)  # the journal records failures of sent requests only
+            _fail(run, request, exc, 0, 0.0, reason=f"unexpected error: {type(exc).__name__}: {exc}")
+        except STORE_FAILURES as store_exc:
+            _store_failed(run, store_exc)
+        except Exception:  # e.g. the journal refused the move: leave it pending
+            _release(run, request.custom_id)
+
+
 async def _process(run: _Run, request: BatchRequest) -> None:
-    journal, cid = run.journal, request.custom_id
-    run.stats.sent += 1
-    prompt_tokens, max_tokens = request_charge(request.body)
+    cid = request.custom_id
+    state = run.state
+    state.stats.sent += 1
+    charge = request_charge(request.body)
     attempts = 0  # HTTP attempts, whatever their outcome
     transient_failures = 0  # counted against max_attempts
     rate_limited = 0
     latency = 0.0
     finished = False
+    resp: ChatCompletion | None = None
     try:
-        while True:
-            retry, delay = False, 0.0
-            async with run.limiter.slot(prompt_tokens, max_tokens=max_tokens) as slot:
+        while resp is None:
+            delay = 0.0
+            try:
+                lease = await run.limiter.acquire(charge)
+            except RequestTooLargeError as exc:
+                # Never sent: the journal records a failure only for a sent request, so mark it first.
+                run.store.mark_sent(cid)
+                _fail(run, request, exc, attempts, latency)
+                finished = True
+                return
+            try:
                 if run.stop.is_set():
                     return
                 # Recorded at each send, not when the worker picked the request up: a resume seeds its
                 # request window from these times, and a wait in the limiter is not a send.
-                journal.mark_in_flight(cid)
+                run.store.mark_sent(cid)
                 attempts += 1
-                run.stats.attempts += 1
-                sent_at = run.clock()
+                state.stats.attempts += 1
+                sent_at = run.options.clock()
                 task = asyncio.current_task()
                 if task is not None:
-                    run.sending.add(task)
+                    state.sending.add(task)
                 try:
-                    resp = await run.client.chat.completions.create(**request.body)
+                    resp = await _send(run.client, request.body)
                 except QuotaExceededError as exc:
-                    _request_stop(run, QUOTA_EXCEEDED, f"stopped: the account's quota is exhausted ({exc}); "
-                                  "top up the balance, then run the same command again")
+                    _request_stop(run, *stops.quota_exhausted(exc))
                     return
                 except (AuthenticationError, PermissionDeniedError) as exc:
                     # The same key fails every request alike: stop instead of failing the whole input.
-                    _request_stop(run, *_access_denied(exc, run.base_url))
+                    _request_stop(run, *stops.access_denied(exc, run.base_url))
                     return
                 except RateLimitError as exc:
-                    latency = (run.clock() - sent_at) * 1000
+                    latency = (run.options.clock() - sent_at) * 1000
                     _server_answered(run)
-                    run.stats.rate_limited += 1
+                    state.stats.rate_limited += 1
                     rate_limited += 1
-                    run.limiter.report_rate_limited(exc.retry_after)
+                    await run.limiter.report_rate_limited(exc.retry_after)
                     if rate_limited > MAX_RATE_LIMITED_RETRIES:
                         _fail(run, request, exc, attempts, latency)
                         finished = True
                         return
                     # With a retry-after the limiter pauses everyone; without one, back off too.
-                    retry, delay = True, 0.0 if exc.retry_after is not None else _backoff(rate_limited, run.rng)
-                except (APIStatusError, APIConnectionError) as exc:
-                    latency = (run.clock() - sent_at) * 1000
-                    if isinstance(exc, APIStatusError):
+                    delay = 0.0 if exc.retry_after is not None else run.policy.backoff(rate_limited, run.rng)
+                except (APIStatusError, APIConnectionError, MalformedResponseError) as exc:
+                    latency = (run.options.clock() - sent_at) * 1000
+                    if not isinstance(exc, APIConnectionError):
                         _server_answered(run)
                     transient_failures += 1
                     # Rate limits and quota were handled above, so the core's table decides the rest.
-                    if not is_retryable(exc) or transient_failures >= run.max_attempts:
+                    if not is_retryable(exc) or transient_failures > run.policy.max_retries:
                         if isinstance(exc, APIConnectionError) and _cannot_connect(exc):
                             _unreachable(run, request, exc, attempts, latency)
                         else:
                             _fail(run, request, exc, attempts, latency)
                         finished = True
                         return
-                    retry, delay = True, _backoff(transient_failures, run.rng)
+                    delay = run.policy.backoff(transient_failures, run.rng)
                 else:
-                    latency = (run.clock() - sent_at) * 1000
-                    slot.settle(resp.usage)
+                    latency = (run.options.clock() - sent_at) * 1000
+                    await run.limiter.settle(lease, resp.usage)
                     _server_answered(run)
                 finally:
-                    run.sending.discard(task)
-            if not retry:
-                break
-            if delay > 0:
-                await run.sleep(delay)
-            if run.stop.is_set():
-                return
-        attempts += max(getattr(resp, "attempts", 1) - 1, 0)
-        model = getattr(resp, "model", None) or request.body.get("model", "")
-        cost = usage_cost_cny(model, resp.usage)
-        usage = resp.usage
-        record = success_record(cid, 200, resp.request_id, resp.to_dict(), attempts=attempts,
-                                latency_ms=latency, cost_cny=cost)
-        run.writer.write_success(record, DoneStats(
-            attempts=attempts,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cost_cny=cost,
-            latency_ms=latency,
-        ))
-        finished = True
-        run.stats.succeeded += 1
-        run.progress.advance(ok=True, tokens=usage.total_tokens if usage else 0, cost_cny=cost)
-    except RequestTooLargeError as exc:
-        _fail(run, request, exc, attempts, latency)
+                    if task is not None:
+                        state.sending.discard(task)
+            finally:
+                await run.limiter.release(lease)
+            if resp is None:
+                if delay > 0:
+                    await run.options.sleep(delay)
+                if run.stop.is_set():
+                    return
+        _record_success(run, request, resp, attempts, latency)
         finished = True
     finally:
         if not finished:
             # Stopped, quota, or cancelled after the grace period: not done, sent again on resume.
-            journal.mark_pending(cid)
+            _release(run, cid)
 
 
-def _access_denied(exc: AuthenticationError | PermissionDeniedError, base_url: str) -> tuple[str, str]:
-    """Summary status and message for a key the server will not accept."""
-    platforms = ("keys from platform.moonshot.cn work only with https://api.moonshot.cn/v1, keys from "
-                 "platform.moonshot.ai only with https://api.moonshot.ai/v1")
-    if isinstance(exc, AuthenticationError):
-        return AUTH_FAILED, (
-            f"stopped: the API key was rejected ({exc}); nothing more was sent. Check MOONSHOT_API_KEY "
-            f"(or --api-key) and that it belongs to {base_url}: {platforms}. Then run the same command again"
-        )
-    return PERMISSION_DENIED, (
-        f"stopped: permission denied ({exc}); nothing more was sent. Check that the key may use this model "
-        f"and endpoint and that it belongs to {base_url} ({platforms}). Then run the same command again"
-    )
+async def _send(client: AsyncKimi, body: dict[str, Any]) -> ChatCompletion:
+    """Send the line's body as the request body: no key of it can become a client option."""
+    params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+    return await client.chat.completions.create(model=body["model"], messages=body["messages"], extra_body=params)
+
+
+def _record_success(run: _Run, request: BatchRequest, resp: ChatCompletion, attempts: int, latency: float) -> None:
+    usage = resp.usage
+    cost = usage_cost_cny(resp.model or str(request.body.get("model", "")), usage)
+    record = success_record(request.custom_id, 200, resp.request_id, resp.to_dict(), attempts=attempts,
+                            latency_ms=latency, cost_cny=cost)
+    run.store.record_success(record, DoneStats(
+        attempts=attempts,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cost_cny=cost,
+        latency_ms=latency,
+    ))
+    run.state.stats.succeeded += 1
+    run.progress.advance(ok=True, tokens=usage.total_tokens if usage else 0, cost_cny=cost)
+
+
+def _release(run: _Run, custom_id: str) -> None:
+    """Back to pending (not done, sent again on resume); a store that cannot say so stops the run."""
+    try:
+        run.store.release(custom_id)
+    except STORE_FAILURES as exc:
+        _store_failed(run, exc)
 
 
 def _cannot_connect(exc: APIConnectionError) -> bool:
@@ -536,54 +567,56 @@ def _cannot_connect(exc: APIConnectionError) -> bool:
 
 def _server_answered(run: _Run) -> None:
     """An HTTP response arrived: the connection failures before it were the requests' own, so fail them."""
-    if run.unreachable:
+    if run.state.unreachable:
         _settle_unreachable(run)
 
 
 def _unreachable(run: _Run, request: BatchRequest, exc: APIConnectionError, attempts: int, latency: float) -> None:
     """A request gave up unable to connect: hold its verdict until the server answers or the run stops."""
+    state = run.state
     if run.stop.is_set():
-        run.journal.mark_pending(request.custom_id)
+        _release(run, request.custom_id)
         return
-    run.unreachable.append((request, exc, attempts, latency))
-    if len(run.unreachable) < run.unreachable_after:
+    state.unreachable.append(_Held(request, exc, attempts, latency))
+    if len(state.unreachable) < run.options.unreachable_after:
         return
-    _request_stop(run, UNREACHABLE, f"stopped: cannot reach {run.base_url}: {exc}; nothing more was sent; "
-                  "re-run the same command when it is reachable")
-    for held, *_ in run.unreachable:
-        run.journal.mark_pending(held.custom_id)
-    run.unreachable.clear()
+    _request_stop(run, *stops.unreachable(run.base_url, exc))
+    for held in state.unreachable:
+        _release(run, held.request.custom_id)
+    state.unreachable.clear()
 
 
 def _settle_unreachable(run: _Run) -> None:
     """The held connection failures become ordinary failures (the run goes on or ends normally)."""
-    held, run.unreachable = run.unreachable, []
-    for request, exc, attempts, latency in held:
-        _fail(run, request, exc, attempts, latency)
+    held, run.state.unreachable = run.state.unreachable, []
+    for item in held:
+        try:
+            _fail(run, item.request, item.exc, item.attempts, item.latency_ms)
+        except STORE_FAILURES as exc:
+            _store_failed(run, exc)
+            return
 
 
-def _backoff(attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with jitter: about 0.5 s, 1 s, 2 s ... capped at 20 s."""
-    base: float = min(20.0, 0.5 * 2 ** (attempt - 1))
-    return base * rng.uniform(0.5, 1.0)
-
-
-def _fail(run: _Run, request: BatchRequest, exc: BaseException, attempts: int, latency: float) -> None:
-    status = getattr(exc, "status_code", None)
-    code = getattr(exc, "type", None) or type(exc).__name__
-    reason = f"{type(exc).__name__}: {exc}"
-    if is_retryable(exc):
-        reason = f"gave up after {attempts} attempt(s): {reason}"
+def _fail(run: _Run, request: BatchRequest, exc: BaseException, attempts: int, latency: float,
+          reason: str | None = None) -> None:
+    status = exc.status_code if isinstance(exc, APIError) else None
+    code = exc.type if isinstance(exc, APIError) and exc.type else type(exc).__name__
+    if reason is None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if is_retryable(exc):
+            reason = f"gave up after {attempts} attempt(s): {reason}"
     record = failure_record(
         request.custom_id, reason, code=str(code), status_code=status,
-        request_id=getattr(exc, "request_id", None), body=getattr(exc, "body", None),
+        request_id=exc.request_id if isinstance(exc, APIError) else None,
+        body=exc.body if isinstance(exc, APIError) else None,
         attempts=attempts, latency_ms=latency,
     )
-    run.writer.write_failure(record, attempts)
-    run.stats.failed += 1
+    run.store.record_failure(record, attempts)
+    run.state.stats.failed += 1
     run.progress.advance(ok=False, tokens=0, cost_cny=0.0)
 
 
 def run_batch_sync(input: str | Path, output: str | Path, **options: Any) -> BatchSummary:
     """``run_batch`` for synchronous code: ``run_batch_sync("in.jsonl", "out.jsonl", tier=1)``."""
     return asyncio.run(run_batch(input, output, **options))
+

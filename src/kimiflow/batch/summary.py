@@ -18,6 +18,12 @@ from kimiflow.batch.journal import Journal
 COMPLETED, INTERRUPTED, QUOTA_EXCEEDED = "completed", "interrupted", "quota_exceeded"
 AUTH_FAILED, PERMISSION_DENIED, UNREACHABLE = "auth_failed", "permission_denied", "unreachable"
 """Statuses of a run stopped because the key was rejected, lacked permission, or the server was down."""
+STORE_FAILED, INPUT_CHANGED = "store_failed", "input_changed"
+"""Statuses of a run stopped by its own files: a result could not be made durable (disk full, journal
+unusable), or the input file changed while the run read it."""
+STATUSES = frozenset({COMPLETED, INTERRUPTED, QUOTA_EXCEEDED, AUTH_FAILED, PERMISSION_DENIED, UNREACHABLE,
+                      STORE_FAILED, INPUT_CHANGED})
+"""Every value ``BatchSummary.status`` takes."""
 
 
 @dataclass

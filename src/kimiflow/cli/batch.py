@@ -3,11 +3,64 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from kimiflow.batch.progress import Progress
+
+FLAGS = {
+    "api_key": "--api-key", "concurrency": "--concurrency", "errors": "--errors", "grace_seconds": "--grace",
+    "max_attempts": "--max-attempts", "max_tokens": "--max-tokens", "model": "--model", "output": "-o",
+    "retry_failed": "--retry-failed", "rpm": "--rpm", "skip_invalid": "--skip-invalid", "system": "--system",
+    "tier": "--tier", "timeout": "--timeout", "tpd": "--tpd", "tpm": "--tpm",
+}
+"""The library's parameter names (as its messages write them, ``name=``) and the flags they are here."""
+_PARAMETER = re.compile(r"\b([a-z_]+)=(True\b|N\b)?")
+
+
+def in_flags(message: str) -> str:
+    """A library message in the command's words: ``skip_invalid=True`` -> ``--skip-invalid``, ``tier=N`` -> ``--tier N``.
+
+    >>> in_flags("Fix the lines, or pass skip_invalid=True to run the valid ones only.")
+    'Fix the lines, or pass --skip-invalid to run the valid ones only.'
+    """
+
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in FLAGS:
+            return match.group(0)
+        return FLAGS[name] + (" N" if value == "N" else "")
+
+    return _PARAMETER.sub(flag, message)
+
+
+class _InFlags:
+    """The run's display, with the notes it is given translated by ``in_flags``."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def start(self, total: int, already_done: int, *, failed: int = 0, tokens: int = 0,
+              cost_cny: float = 0.0) -> None:
+        self._progress.start(total, already_done, failed=failed, tokens=tokens, cost_cny=cost_cny)
+
+    def advance(self, *, ok: bool, tokens: int, cost_cny: float) -> None:
+        self._progress.advance(ok=ok, tokens=tokens, cost_cny=cost_cny)
+
+    def tick(self) -> None:
+        self._progress.tick()
+
+    def note(self, message: str) -> None:
+        self._progress.note(in_flags(message))
+
+    def stop(self) -> None:
+        self._progress.stop()
 
 
 def _resume_command(ctx: click.Context) -> str:
@@ -68,28 +121,31 @@ def batch(
 
     \b
     Exit status: 0 all done, 2 some requests failed (re-run with --retry-failed),
-    3 quota exhausted, 4 key rejected or not permitted, 5 server unreachable, 130 interrupted.
+    3 quota exhausted, 4 key rejected or not permitted, 5 server unreachable, 6 stopped because a
+    result could not be recorded (disk full, journal unusable) or the input changed, 130 interrupted.
     """
+    from kimiflow.batch.options import BatchOptions
     from kimiflow.batch.paths import BatchPaths
     from kimiflow.batch.progress import NullProgress, PlainProgress, default_progress
     from kimiflow.batch.runner import run_batch
+    from kimiflow.batch.summary import (
+        AUTH_FAILED,
+        INPUT_CHANGED,
+        INTERRUPTED,
+        PERMISSION_DENIED,
+        QUOTA_EXCEEDED,
+        STORE_FAILED,
+        UNREACHABLE,
+    )
     from kimiflow.cli.main import remember_base_url
     from kimiflow.cli.settings import require_api_key, resolve
-    from kimiflow.core.ratelimit import RateLimits
+    from kimiflow.core.errors import KimiflowError
+    from kimiflow.limits import RateLimits
 
     explicit = (concurrency, rpm, tpm)
     if tier is None and any(v is not None for v in explicit) and None in explicit:
         raise click.UsageError("without --tier, give all three of --concurrency, --rpm and --tpm "
                                "(or add --tier N to take the rest from that tier)")
-    try:
-        if tier is None and None not in explicit:
-            limits = RateLimits(concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)
-            limits_note = f"{concurrency} in flight, {rpm} RPM, {tpm} TPM"
-        else:
-            limits = RateLimits.for_tier(tier or 0, concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)
-            limits_note = f"tier {tier or 0}: {limits.concurrency} in flight, {limits.rpm} RPM, {limits.tpm} TPM"
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
     key = api_key or require_api_key()
     url = base_url or resolve("base_url")
     if url:
@@ -97,29 +153,40 @@ def batch(
     progress = NullProgress() if quiet else default_progress(sys.stderr)
     if isinstance(progress, PlainProgress):
         progress.interval = 5.0
-    if not quiet:
-        click.echo(f"batch: {input_path} -> {output} ({limits_note})", err=True)
-    resume = _resume_command(click.get_current_context())
     try:
-        summary = asyncio.run(run_batch(
-            input_path, output, errors=errors, api_key=key, base_url=url, timeout=timeout, limits=limits,
-            model=model, max_tokens=max_tokens, system=system, max_attempts=max_attempts,
-            retry_failed=retry_failed, skip_invalid=skip_invalid, grace_seconds=grace, progress=progress,
-            handle_signals=True, resume_command=resume, tier_defaulted=tier is None and None in explicit,
-        ))
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(summary.describe(), err=True)
+        if tier is None and None not in explicit:
+            limits: dict[str, object] = {"limits": RateLimits(concurrency=concurrency, rpm=rpm, tpm=tpm, tpd=tpd)}
+        else:
+            limits = {"tier": tier, "concurrency": concurrency, "rpm": rpm, "tpm": tpm, "tpd": tpd}
+        options = BatchOptions(
+            **limits, errors=errors, api_key=key, base_url=url, timeout=timeout, model=model,  # type: ignore[arg-type]
+            max_tokens=max_tokens, system=system, max_attempts=max_attempts, retry_failed=retry_failed,
+            skip_invalid=skip_invalid, grace_seconds=grace, handle_signals=True,
+            resume_command=_resume_command(click.get_current_context()),
+        )
+        chosen = options.rate_limits
+        limits_note = (f"{chosen.concurrency} in flight, {chosen.rpm} RPM, {chosen.tpm} TPM" if tier is None
+                       and None not in explicit else
+                       f"tier {tier or 0}: {chosen.concurrency} in flight, {chosen.rpm} RPM, {chosen.tpm} TPM")
+        if not quiet:
+            click.echo(f"batch: {input_path} -> {output} ({limits_note})", err=True)
+        summary = asyncio.run(run_batch(input_path, output, options=options, progress=_InFlags(progress)))
+    except (KimiflowError, ValueError, OSError) as exc:
+        # The CLI's one translation point: the library names its parameters, the user typed flags.
+        raise click.ClickException(in_flags(str(exc))) from None
+    click.echo(in_flags(summary.describe()), err=True)
     if summary.total == 0:
         return
     click.echo(f"summary: {BatchPaths.for_output(input_path, output, errors).summary}", err=True)
-    if summary.status == "quota_exceeded":
+    if summary.status == QUOTA_EXCEEDED:
         raise click.exceptions.Exit(3)
-    if summary.status in ("auth_failed", "permission_denied"):
+    if summary.status in (AUTH_FAILED, PERMISSION_DENIED):
         raise click.exceptions.Exit(4)
-    if summary.status == "unreachable":
+    if summary.status == UNREACHABLE:
         raise click.exceptions.Exit(5)
-    if summary.status == "interrupted":
+    if summary.status in (STORE_FAILED, INPUT_CHANGED):
+        raise click.exceptions.Exit(6)
+    if summary.status == INTERRUPTED:
         raise click.exceptions.Exit(130)
     if summary.failed:
         raise click.exceptions.Exit(2)

@@ -1,4 +1,5 @@
-"""What kimiflow knows about Kimi's models: context windows, prices, sampling rules (kimi-api.md §2.5, §8).
+"""What kimiflow knows about Kimi's models: context windows, prices, sampling rules, default output budgets
+(kimi-api.md §2.5, §4, §8; kimi-structured.md §7).
 
 Prices are CNY per million tokens from the China price list (api.moonshot.cn, the default base URL).
 """
@@ -22,7 +23,16 @@ class ModelInfo:
     default_temperature: float = 0.3
     fixed_temperature: float | None = None
     created: int = 1712151494
+    default_max_tokens: int = 1024
+    """The output budget Kimi assumes (and charges against TPM) when a request sends no ``max_tokens``.
+    1024 for moonshot-v1 and other older models is the docs' "a good integer such as 1024", not a
+    confirmed server default [UNCONFIRMED]; newer models' values are set per entry below."""
 
+
+_K2X_DEFAULT = 32_768
+"""K2.5/K2.6/K2.7-code's default output budget, as the K2.6 quickstart reports it (kimi-api.md §4)."""
+_THINKING_DEFAULT = 32_768
+"""Older thinking models: the reference names no default; K2.x's is the best guess [UNCONFIRMED]."""
 
 MODELS: dict[str, ModelInfo] = {
     m.id: m
@@ -36,22 +46,44 @@ MODELS: dict[str, ModelInfo] = {
         ModelInfo("moonshot-v1-128k-vision-preview", 131_072, 10.0, 30.0, vision=True, default_temperature=0.0),
         ModelInfo("kimi-latest", 131_072, 10.0, 30.0, 1.0, vision=True),
         ModelInfo("kimi-thinking-preview", 131_072, 200.0, 200.0, reasoning=True, vision=True,
-                  default_temperature=1.0),
+                  default_temperature=1.0, default_max_tokens=_THINKING_DEFAULT),
         ModelInfo("kimi-k2-0711-preview", 131_072, 4.0, 16.0, 1.0, default_temperature=0.6),
         ModelInfo("kimi-k2-0905-preview", 262_144, 4.0, 16.0, 1.0, default_temperature=0.6),
         ModelInfo("kimi-k2-turbo-preview", 262_144, 16.0, 64.0, 4.0, default_temperature=0.6),
-        ModelInfo("kimi-k2-thinking", 262_144, 4.0, 16.0, 1.0, reasoning=True, default_temperature=1.0),
-        ModelInfo("kimi-k2-thinking-turbo", 262_144, 8.0, 58.0, 1.0, reasoning=True, default_temperature=1.0),
+        ModelInfo("kimi-k2-thinking", 262_144, 4.0, 16.0, 1.0, reasoning=True, default_temperature=1.0,
+                  default_max_tokens=_THINKING_DEFAULT),
+        ModelInfo("kimi-k2-thinking-turbo", 262_144, 8.0, 58.0, 1.0, reasoning=True, default_temperature=1.0,
+                  default_max_tokens=_THINKING_DEFAULT),
         ModelInfo("kimi-k2.5", 262_144, 4.0, 21.0, 0.7, reasoning=True, vision=True,
-                  default_temperature=1.0, fixed_temperature=1.0),
+                  default_temperature=1.0, fixed_temperature=1.0, default_max_tokens=_K2X_DEFAULT),
         ModelInfo("kimi-k2.6", 262_144, 6.5, 27.0, 1.1, reasoning=True, vision=True,
-                  default_temperature=1.0, fixed_temperature=1.0),
+                  default_temperature=1.0, fixed_temperature=1.0, default_max_tokens=_K2X_DEFAULT),
         ModelInfo("kimi-k2.7-code", 262_144, 6.5, 27.0, 1.3, reasoning=True,
-                  default_temperature=1.0, fixed_temperature=1.0),
+                  default_temperature=1.0, fixed_temperature=1.0, default_max_tokens=_K2X_DEFAULT),
+        # The highspeed variant and kimi-k3 have no captured price list: priced as kimi-k2.7-code [UNCONFIRMED].
+        ModelInfo("kimi-k2.7-code-highspeed", 262_144, 6.5, 27.0, 1.3, reasoning=True,
+                  default_temperature=1.0, fixed_temperature=1.0, default_max_tokens=_K2X_DEFAULT),
+        ModelInfo("kimi-k3", 1_048_576, 6.5, 27.0, 1.3, reasoning=True,
+                  default_temperature=1.0, fixed_temperature=1.0, default_max_tokens=131_072),
     )
 }
 
 DEFAULT_MODEL = "moonshot-v1-8k"
+
+
+UNKNOWN_MODEL_MAX_TOKENS = 32_768
+"""Output budget assumed for a model the catalog does not know: today's models' default, not v1's 1024,
+so an unknown newer model is over- rather than under-charged."""
+
+
+def default_max_tokens(model: str | None) -> int:
+    """The ``max_tokens`` Kimi charges a request of ``model`` that sends none.
+
+    >>> default_max_tokens("kimi-k3")
+    131072
+    """
+    info = MODELS.get(model) if model else None
+    return info.default_max_tokens if info is not None else UNKNOWN_MODEL_MAX_TOKENS
 
 
 def model_info(model: str) -> ModelInfo | None:

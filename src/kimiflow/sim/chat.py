@@ -30,6 +30,7 @@ from kimiflow.sim.http import (
     stream_response,
     truncated_json_response,
 )
+from kimiflow.sim.limits import admission_tokens
 from kimiflow.sim.sse import DONE, KEEPALIVE, ChunkEncoder, sse_event
 from kimiflow.sim.state import SimState
 from kimiflow.sim.validation import ChatRequest, decode_json_object, validate_chat_request
@@ -131,7 +132,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
         raise echoed_key_error(request.headers.get("Authorization", ""))
     if sim.balance <= 0:
         raise errors.quota_exceeded(sim.balance)
-    admitted_tokens = req.prompt_tokens + (req.max_tokens or sim.config.default_max_tokens)
+    admitted_tokens = admission_tokens(req.prompt_tokens, req.max_tokens, req.model.id, sim.config.default_max_tokens)
     sim.limiter.admit(key, admitted_tokens)
     stats = sim.stats
     stats.in_flight += 1

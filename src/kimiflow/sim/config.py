@@ -108,8 +108,9 @@ class SimConfig:
     max_files: int = 1000
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = _default_sleep
-    default_max_tokens: int = 1024
-    """The max_tokens Kimi assumes for rate limiting when a request sends none (§6.3)."""
+    default_max_tokens: int | None = None
+    """The max_tokens charged for rate limiting when a request sends none (§6.3); ``None``: the model's
+    own default from the catalog, as Kimi charges it."""
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
@@ -135,7 +136,7 @@ class SimConfig:
             raise ValueError(f"fault rates add up to {total:g}; their sum must be at most 1")
         if self.max_file_bytes <= 0 or self.max_files <= 0:
             raise ValueError("max_file_bytes and max_files must be positive")
-        if self.default_max_tokens <= 0:
+        if self.default_max_tokens is not None and self.default_max_tokens <= 0:
             raise ValueError("default_max_tokens must be positive")
 
     @property

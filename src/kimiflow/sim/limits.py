@@ -12,11 +12,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kimiflow.core.catalog import default_max_tokens
 from kimiflow.core.tiers import TierLimits
 from kimiflow.sim import errors
 
 MINUTE = 60.0
 DAY = 86_400.0
+
+
+def admission_tokens(prompt_tokens: int, max_tokens: int | None, model: str, default: int | None = None) -> int:
+    """What a request is charged at admission: prompt + its ``max_tokens``, else ``default`` when the
+    simulator was given one, else the model's own default from the catalog (as Kimi does)."""
+    if max_tokens is not None:
+        return prompt_tokens + max_tokens
+    return prompt_tokens + (default if default is not None else default_max_tokens(model))
 
 
 @dataclass
@@ -97,6 +106,14 @@ class TierLimiter:
         state = self._keys.get(key)
         if state is not None and state.in_flight > 0:
             state.in_flight -= 1
+
+    def tokens_this_minute(self, key: str) -> int:
+        """Tokens charged to ``key`` over the last minute (what TPM admission compares to the limit)."""
+        state = self._keys.get(key)
+        if state is None:
+            return 0
+        state.tokens_minute.expire(self._clock())
+        return state.tokens_minute.total
 
     def in_flight(self, key: str) -> int:
         """Requests of ``key`` currently admitted and not finished."""

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kimiflow.core.ratelimit import (
+from kimiflow.limits.books import (
     BUCKETS_PER_WINDOW,
     LimiterState,
     RateLimits,

@@ -1,4 +1,4 @@
-"""Rate-limit arithmetic for Kimi's four limits, without I/O: concurrency, RPM, TPM and TPD.
+"""The books of Kimi's four limits, without I/O: concurrency, RPM, TPM and TPD.
 
 Kimi admits a request when, over the last minute (day for TPD), the account's request count and
 its *charged* tokens stay under the tier's limits; a request is charged its prompt tokens plus
@@ -58,11 +58,11 @@ class RateLimits:
         for name in ("concurrency", "rpm", "tpm", "tpd"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive whole number or None (unlimited), got {value!r}")
+                raise InvalidArgumentError(f"{name} must be a positive whole number or None (unlimited), got {value!r}")
         if not 0.0 <= self.margin < 0.5:
-            raise ValueError(f"margin must be in [0, 0.5), got {self.margin!r}")
+            raise InvalidArgumentError(f"margin must be in [0, 0.5), got {self.margin!r}")
         if self.window_seconds <= 0 or self.day_seconds <= 0 or self.guard_seconds < 0:
-            raise ValueError("window_seconds and day_seconds must be positive and guard_seconds not negative")
+            raise InvalidArgumentError("window_seconds and day_seconds must be positive and guard_seconds not negative")
 
     @classmethod
     def for_tier(
@@ -76,7 +76,10 @@ class RateLimits:
         **options: float,
     ) -> RateLimits:
         """Kimi's limits for ``tier`` (0..5, kimi-api.md §6.1); explicit numbers override the preset."""
-        preset = tier_limits(tier)
+        try:
+            preset = tier_limits(tier)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"tier={tier!r}: {exc}") from None
         return cls(
             concurrency=concurrency if concurrency is not None else preset.concurrency,
             rpm=rpm if rpm is not None else preset.rpm,
@@ -211,7 +214,7 @@ class LimiterState:
         overload_cooldown: float = 1.0,
     ) -> None:
         if not 0.0 < backoff_factor < 1.0:
-            raise ValueError(f"backoff_factor must be between 0 and 1, got {backoff_factor!r}")
+            raise InvalidArgumentError(f"backoff_factor must be between 0 and 1, got {backoff_factor!r}")
         self.limits = limits
         self.clock = clock
         self.backoff_factor = backoff_factor
@@ -269,7 +272,7 @@ class LimiterState:
         """
         now = self.clock() if now is None else now
         if tokens < 0:
-            raise ValueError(f"tokens must not be negative, got {tokens}")
+            raise InvalidArgumentError(f"tokens must not be negative, got {tokens}")
         lim = self.limits
         for name, value in (("TPM", lim.tpm), ("TPD", lim.tpd)):
             if value is not None and tokens > value:

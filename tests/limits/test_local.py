@@ -1,4 +1,4 @@
-"""The asyncio RateLimiter on a fake clock: pacing, concurrency, FIFO order, pauses, settle."""
+"""The in-process Limiter on a fake clock: pacing, concurrency, FIFO order, pauses, settle, the charge."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from kimiflow.batch.limiter import DEFAULT_MAX_TOKENS_CHARGE, RateLimiter, request_charge
-from kimiflow.core.ratelimit import RateLimits
+from kimiflow.core.catalog import UNKNOWN_MODEL_MAX_TOKENS, default_max_tokens
+from kimiflow.limits import Charge, Lease, Limiter, RateLimiter, RateLimits, request_charge
 from kimiflow.types.chat import Usage
 
 
@@ -78,7 +78,7 @@ async def test_slot_is_released_when_the_request_raises() -> None:
 async def test_report_rate_limited_pauses_every_waiter_for_retry_after() -> None:
     fake = FakeTime()
     lim = limiter(fake, rpm=1000)
-    lim.report_rate_limited(retry_after=7.0)
+    await lim.report_rate_limited(retry_after=7.0)
     async with lim.slot():
         assert fake.now == pytest.approx(7.0)
     assert lim.state.rate_limited_count == 1
@@ -88,28 +88,49 @@ async def test_report_rate_limited_pauses_every_waiter_for_retry_after() -> None
 async def test_settle_charges_real_prompt_plus_max_tokens() -> None:
     fake = FakeTime()
     lim = limiter(fake, tpm=1_000)
-    async with lim.slot(estimated_tokens=600, max_tokens=100) as slot:
+    async with lim.slot(Charge(600, 100)) as slot:
         slot.settle(Usage(prompt_tokens=200, completion_tokens=5, total_tokens=205))
     # 200 + 100 charged, so 700 more fit in this minute but 701 do not.
     assert lim.state.try_acquire(700, fake.now).ticket is not None
     assert lim.state.try_acquire(1, fake.now).ticket is None
 
 
-async def test_settle_without_max_tokens_charges_the_total() -> None:
+async def test_settle_never_charges_less_than_the_whole_output_budget() -> None:
+    """Kimi counts max_tokens (or the model's default), not the output: a short answer refunds nothing."""
     fake = FakeTime()
-    lim = limiter(fake, tpm=1_000)
-    async with lim.slot(estimated_tokens=900) as slot:
-        slot.settle(Usage(prompt_tokens=50, completion_tokens=50, total_tokens=100))
-        slot.settle(None)
-    assert lim.state.try_acquire(900, fake.now).ticket is not None
+    charge = request_charge({"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "hi"}]})
+    assert charge.max_tokens == default_max_tokens("moonshot-v1-8k") == 1024
+    lim = limiter(fake, tpm=2_000)
+    async with lim.slot(charge) as slot:
+        slot.settle(Usage(prompt_tokens=50, completion_tokens=5, total_tokens=55))
+        slot.settle(None)  # a second settle (or none at all) changes nothing
+    # 50 + 1024 charged: 926 more fit this minute, 927 do not.
+    assert lim.state.try_acquire(926, fake.now).ticket is not None
+    assert lim.state.try_acquire(1, fake.now).ticket is None
+
+
+async def test_the_limiter_interface_acquire_settle_release() -> None:
+    fake = FakeTime()
+    lim: Limiter = limiter(fake, tpm=1_000, concurrency=1)
+    assert isinstance(lim, Limiter)
+    lease = await lim.acquire(Charge(300, 200))
+    assert isinstance(lease, Lease) and lease.charge.tokens == 500
+    refused = await lim.try_acquire(Charge(1, 1))
+    assert refused.lease is None and refused.wait is None and refused.reason == "concurrency"
+    await lim.settle(lease, Usage(prompt_tokens=100, completion_tokens=150, total_tokens=250))
+    await lim.release(lease)
+    await lim.release(lease)  # idempotent
+    admitted = await lim.try_acquire(Charge(0, 700))  # 100 + 200 settled, so 700 fit
+    assert admitted.lease is not None
+    assert (await lim.try_acquire(Charge(0, 1))).lease is None
 
 
 async def test_tpm_waits_for_the_window_then_admits() -> None:
     fake = FakeTime()
     lim = limiter(fake, tpm=1_000)
-    async with lim.slot(estimated_tokens=800):
+    async with lim.slot(Charge(800)):
         pass
-    async with lim.slot(estimated_tokens=500):
+    async with lim.slot(Charge(500)):
         assert fake.now == pytest.approx(60.0)
 
 
@@ -118,12 +139,13 @@ async def test_for_tier_builds_the_preset() -> None:
     assert (lim.limits.concurrency, lim.limits.rpm, lim.limits.tpm) == (50, 50, 2_000_000)
 
 
-def test_request_charge_estimates_prompt_and_uses_max_tokens_or_the_default() -> None:
-    prompt, max_tokens = request_charge({"messages": [{"role": "user", "content": "hello there"}],
-                                         "max_tokens": 64})
-    assert prompt > 0 and max_tokens == 64
-    assert request_charge({"messages": []})[1] == DEFAULT_MAX_TOKENS_CHARGE
-    assert request_charge({"messages": [], "max_completion_tokens": 9, "max_tokens": 5})[1] == 9
+def test_request_charge_estimates_prompt_and_uses_max_tokens_or_the_models_default() -> None:
+    charge = request_charge({"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 64})
+    assert charge.prompt_tokens > 0 and charge.max_tokens == 64
+    assert request_charge({"model": "kimi-k3", "messages": []}).max_tokens == 131_072
+    assert request_charge({"model": "kimi-k2.6", "messages": []}).max_tokens == 32_768
+    assert request_charge({"model": "no-such-model", "messages": []}).max_tokens == UNKNOWN_MODEL_MAX_TOKENS
+    assert request_charge({"messages": [], "max_completion_tokens": 9, "max_tokens": 5}).max_tokens == 9
 
 
 def test_public_names_of_kimiflow_batch() -> None:
@@ -133,3 +155,16 @@ def test_public_names_of_kimiflow_batch() -> None:
     assert {"RateLimiter", "RateLimits", "run_batch", "run_batch_sync", "BatchSummary"} <= set(batch.__all__)
     for name in batch.__all__:
         assert getattr(batch, name) is not None
+
+
+def test_public_names_of_kimiflow_limits() -> None:
+    import kimiflow.limits as limits
+
+    assert sorted(limits.__all__) == limits.__all__
+    assert set(limits.__all__) == {
+        "Admission", "Charge", "Lease", "LeaseAdmission", "Limiter", "LimiterState", "RateLimiter", "RateLimits",
+        "RequestTooLargeError", "SlidingWindow", "Slot", "Ticket", "request_charge",
+    }
+    import kimiflow.batch as batch
+
+    assert batch.RateLimiter is limits.RateLimiter and batch.RateLimits is limits.RateLimits
