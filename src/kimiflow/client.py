@@ -158,7 +158,7 @@ class _BaseClient(Generic[TransportT]):
         return Outgoing(
             spec.method, self._config.base_url + spec.path, headers, body=spec.body, form=spec.form,
             files=spec.files, connect_timeout=timeouts.connect, read_timeout=timeouts.read,
-            total_timeout=retry.remaining(),
+            total_timeout=retry.remaining(), deadline=timeouts.total,
         )
 
     def _log_attempt(self, spec: RequestSpec[Any], retry: RetryState, status: int | str, rid: str | None) -> None:

@@ -13,11 +13,13 @@ from kimiflow import (
     AuthenticationError,
     BadRequestError,
     ConfigError,
+    DeadlineExceededError,
     EngineOverloadedError,
     InternalServerError,
     NotFoundError,
     QuotaExceededError,
     RateLimitError,
+    RetryPolicy,
     Timeouts,
 )
 from tests.client.twins import Twin
@@ -111,6 +113,15 @@ def test_total_deadline_bounds_retries(twin: Twin) -> None:
     with pytest.raises(RateLimitError):
         twin.run(create("429;retry_after=30"), max_retries=5, timeout=Timeouts(total=5))
     assert twin.sleeps == []
+
+
+def test_a_passed_deadline_names_the_deadline_not_the_last_attempts_rest(twin: Twin) -> None:
+    """Read timeouts use up most of a 1 s deadline; the error still says 1 s, the deadline the caller set."""
+    with pytest.raises(DeadlineExceededError) as info:
+        twin.run(create("stall"), max_retries=5, retry_policy=RetryPolicy(initial_delay=0.01),
+                 timeout=Timeouts(connect=2, read=0.4, stream_idle=0.4, total=1.0))
+    assert info.value.attempts >= 2  # a later attempt had less than the whole deadline left
+    assert "the total deadline of 1 s passed" in str(info.value)
 
 
 def test_connection_refused_is_api_connection_error(twin: Twin) -> None:

@@ -16,7 +16,6 @@ from kimiflow.core.errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
-    DeadlineExceededError,
     StreamIdleTimeoutError,
     client_closed_error,
 )
@@ -37,7 +36,7 @@ def _timeout_error(exc: BaseException, outgoing: Outgoing, read: float, streamin
             return StreamIdleTimeoutError(f"no stream data for {read:g} s (stream idle timeout)", which="stream_idle")
         return APITimeoutError(f"no response within the read timeout of {read:g} s", which="read")
     # A bare asyncio.TimeoutError from aiohttp is its ``total`` timeout: our deadline.
-    return DeadlineExceededError(f"the total deadline of {outgoing.total_timeout or 0:.3g} s passed", which="total")
+    return outgoing.deadline_error()
 
 
 def _connection_error(exc: BaseException, outgoing: Outgoing) -> APIConnectionError:

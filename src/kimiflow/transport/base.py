@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kimiflow.core.errors import DeadlineExceededError
 from kimiflow.core.requests import UploadFile
 
 
@@ -23,6 +24,14 @@ class Outgoing:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     total_timeout: float | None = None
+    """Seconds left of the call's total deadline for this attempt (what the transport enforces)."""
+    deadline: float | None = None
+    """The call's whole total deadline in seconds, as configured (what an error message quotes)."""
+
+    def deadline_error(self) -> DeadlineExceededError:
+        """The error for a passed total deadline, quoting the deadline the caller set, not this attempt's rest."""
+        seconds = self.deadline if self.deadline is not None else self.total_timeout or 0.0
+        return DeadlineExceededError(f"the total deadline of {seconds:.3g} s passed", which="total")
 
 
 @dataclass

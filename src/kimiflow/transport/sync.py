@@ -12,7 +12,6 @@ from kimiflow.core.errors import (
     APIConnectionError,
     APITimeoutError,
     ClientClosedError,
-    DeadlineExceededError,
     StreamIdleTimeoutError,
     client_closed_error,
 )
@@ -29,7 +28,7 @@ def _timeout_error(exc: httpx.TimeoutException, outgoing: Outgoing, streaming: b
     if isinstance(exc, httpx.PoolTimeout):
         return APITimeoutError("no free connection in the pool in time", which="pool")
     if outgoing.total_timeout is not None and outgoing.total_timeout <= outgoing.read_timeout:
-        return DeadlineExceededError(f"the total deadline of {outgoing.total_timeout:.3g} s passed", which="total")
+        return outgoing.deadline_error()
     if streaming:
         return StreamIdleTimeoutError(
             f"no stream data for {outgoing.read_timeout:g} s (stream idle timeout)", which="stream_idle")
@@ -126,7 +125,7 @@ class SyncTransport:
                 for piece in response.iter_bytes():
                     pieces.append(piece)
                     if time.monotonic() > deadline:
-                        raise DeadlineExceededError(f"the total deadline of {total:.3g} s passed", which="total")
+                        raise outgoing.deadline_error()
                 return RawResponse(response.status_code, response.headers, b"".join(pieces))
             finally:
                 response.close()
