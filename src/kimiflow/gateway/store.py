@@ -120,7 +120,8 @@ def utc_day(ts: float) -> str:
 def sqlite_path(url: str) -> Path:
     """The file a ``--db`` value names: a path or ``sqlite:///path``; other schemes are refused."""
     if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") - 1 :]) if url.startswith("sqlite:////") else Path(url[len("sqlite:///") :])
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db
+        return Path(url[len("sqlite:///") :])
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise ConfigError(
