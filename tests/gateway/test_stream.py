@@ -86,3 +86,28 @@ def test_every_fault_ends_in_one_row_that_follows_the_billing_rules(
     if fault in expected:
         assert row.ended == expected[fault]
     assert sim.stats.in_flight == 0
+
+
+def test_keepalive_comments_while_waiting_and_idle_timeout_ignores_them(
+    gateway_factory: Callable[..., RunningGateway], sim: Simulator
+) -> None:
+    """Before the first event the caller hears comments; an upstream sending only comments still times out."""
+    gateway = gateway_factory(sim, keepalive_interval=0.1, upstream={"idle_timeout": 0.6})
+    key = gateway.create_key("crm")
+
+    async def run(fault: str) -> tuple[bytes, float]:
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(gateway.base_url + "/chat/completions", json=BODY,
+                                 headers={"Authorization": f"Bearer {key}", FAULT_HEADER: fault}) as r:
+                return await r.read(), time.monotonic() - started
+
+    body, took = asyncio.run(run("stall;after=0"))
+    assert body.startswith(b": keep-alive\n\n") and body.count(b": keep-alive") >= 3 and b"data:" not in body
+    assert took < 2.0
+    body, took = asyncio.run(run("stall;after=3;keepalive=0.05"))
+    assert body.count(b"data: ") == 3 and b"[DONE]" not in body
+    assert took < 2.0  # the upstream's own keep-alives do not keep the request alive
+    gateway.flush()
+    assert [r.ended for r in gateway.gw.store.ledger_rows()] == ["idle_timeout", "idle_timeout"]
+    assert sim.stats.in_flight == 0

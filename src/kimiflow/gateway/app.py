@@ -46,6 +46,8 @@ class GatewaySettings:
     key_poll_interval: float = 0.5
     default_max_tokens: int = 1024
     shutdown_grace: float = 10.0
+    keepalive_interval: float = 15.0
+    """Seconds between SSE comments sent to a caller while the upstream has not sent its first event."""
 
     def __post_init__(self) -> None:
         if not self.upstream.api_key:

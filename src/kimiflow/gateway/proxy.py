@@ -39,8 +39,17 @@ from kimiflow.gateway.watch import StreamWatch, usage_from
 log = logging.getLogger("kimiflow.gateway.proxy")
 
 _decode = msgspec.json.Decoder()
+
+
+class _UsageOnly(msgspec.Struct):
+    # Decoding only this field lets msgspec skip the answer's text instead of building it.
+    usage: Any = None
+
+
+_decode_usage = msgspec.json.Decoder(_UsageOnly)
 _FORWARDED_PREFIX = "x-kimiflow-sim-"  # the simulator's fault/tokens headers, for tests; Kimi ignores them
 _PASSED_HEADERS = ("Msh-Request-Id", "Msh-Gid", "Msh-Trace-Id")
+KEEPALIVE = b": keep-alive\n\n"
 
 
 def _forwarded(request: web.Request) -> dict[str, str]:
@@ -182,7 +191,7 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
     finally:
         gw.books.release(outcome)
         if upstream is not None:
-            upstream.close() if not upstream.closed else None
+            upstream.release()
 
 
 def _with(response: web.Response, headers: dict[str, str]) -> web.Response:
@@ -223,10 +232,9 @@ async def _relay_json(gw: Gateway, call: ChatCall, upstream: aiohttp.ClientRespo
         raise
     call.first_byte = time.perf_counter()
     try:
-        obj = _decode.decode(body)
+        usage = usage_from(_decode_usage.decode(body).usage)
     except msgspec.DecodeError:
-        obj = None
-    usage = usage_from(obj.get("usage")) if isinstance(obj, dict) else None
+        usage = None
     row = call.row(200, "ok", usage)
     try:
         await _ledger(gw).durable(row)
@@ -250,12 +258,45 @@ async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstr
                                                    "Cache-Control": "no-cache"})
     watch = StreamWatch()
     ended = "ok"
+    reader = upstream.content
+    idle = gw.settings.upstream.idle_timeout
+    keepalive = gw.settings.keepalive_interval
+    last_data = time.monotonic()
     try:
         await out.prepare(request)
-        async for chunk in upstream.content.iter_any():
+        while True:
+            if watch.events == 0 and keepalive > 0:
+                # Until the first event, the caller hears a comment every `keepalive` seconds, so its
+                # proxies do not hang up while a long prompt is read.
+                try:
+                    chunk = await asyncio.wait_for(reader.readany(), keepalive)
+                except aiohttp.ServerTimeoutError:
+                    raise
+                except asyncio.TimeoutError:
+                    if time.monotonic() - last_data >= idle:
+                        raise
+                    try:
+                        await out.write(KEEPALIVE)
+                    except (ConnectionError, RuntimeError):
+                        ended = "client_gone"
+                        break
+                    continue
+            else:
+                chunk = await reader.readany()
+            if not chunk:
+                if not watch.done:
+                    ended = "upstream_error" if watch.error is not None else "upstream_cut"
+                break
+            now = time.perf_counter()
             if call.first_byte is None:
-                call.first_byte = time.perf_counter()
+                call.first_byte = now
+            before = watch.events
             watch.feed(chunk)
+            if watch.events != before:
+                last_data = time.monotonic()
+            elif time.monotonic() - last_data >= idle:
+                ended = "idle_timeout"  # only comments for too long: keep-alives are not progress
+                break
             if watch.done and not call.row_written:
                 row = call.row(200, "ok", watch.usage, watch.content_events)
                 try:
@@ -267,9 +308,6 @@ async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstr
             except (ConnectionError, RuntimeError):
                 ended = "client_gone"
                 break
-        else:
-            if not watch.done:
-                ended = "upstream_error" if watch.error is not None else "upstream_cut"
     except asyncio.CancelledError:
         upstream.close()  # the caller is gone (or we are stopping): end the upstream request now
         if not call.row_written:

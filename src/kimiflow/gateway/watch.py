@@ -50,18 +50,20 @@ class StreamWatch:
     (True, 5)
     """
 
-    __slots__ = ("_choice_usage", "_decoder", "_top_usage", "content_events", "done", "error")
+    __slots__ = ("_choice_usage", "_decoder", "_top_usage", "content_events", "done", "error", "events")
 
     def __init__(self) -> None:
         self._decoder = SSEDecoder()
         self._choice_usage: dict[int, StreamUsage] = {}
         self._top_usage: StreamUsage | None = None
         self.content_events = 0
+        self.events = 0
         self.done = False
         self.error: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
+            self.events += 1
             data = event.data
             if data == "[DONE]":
                 self.done = True
