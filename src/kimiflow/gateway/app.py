@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -90,6 +91,7 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self.stopping = False
         self.url = ""
+        self.page_sessions: Any = None
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -159,11 +161,13 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        from kimiflow.gateway import admin, proxy
+        from kimiflow.gateway import admin, page, proxy
 
+        self.page_sessions = page.Sessions()
         app = web.Application(client_max_size=16 * 1024 * 1024)
         proxy.add_routes(app, self)
         admin.add_routes(app, self)
+        page.add_routes(app, self)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 8787) -> str:

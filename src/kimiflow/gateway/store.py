@@ -64,6 +64,7 @@ class GatewayStore(Protocol):
     def write_ledger(self, rows: Sequence[LedgerRow]) -> int: ...
     def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]: ...
     def spend_since(self, key_id: str, day: str) -> float: ...
+    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]: ...
     def usage(self, *, key_id: str | None = None, since: str | None = None, by: str = "day") -> list[dict[str, Any]]: ...
     def audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None: ...
     def audit_log(self) -> list[dict[str, Any]]: ...
@@ -303,6 +304,15 @@ class SQLiteStore:
         query = f"SELECT {_LEDGER_COLUMNS} FROM ledger" + (" WHERE key_id = ?" if key_id else "") + " ORDER BY id"
         with self._lock:
             rows = self._db.execute(query, (key_id,) if key_id else ()).fetchall()
+        return [LedgerRow(*row) for row in rows]
+
+    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]:
+        """The latest requests that failed or did not end normally, newest first."""
+        query = (f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE (status >= 400 OR ended != 'ok')"
+                 + (" AND key_id = ?" if key_id else "") + " ORDER BY id DESC LIMIT ?")
+        params: tuple[Any, ...] = (key_id, limit) if key_id else (limit,)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
         return [LedgerRow(*row) for row in rows]
 
     def spend_since(self, key_id: str, day: str) -> float:
