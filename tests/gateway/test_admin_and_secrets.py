@@ -135,3 +135,21 @@ def test_no_key_leaks_into_responses_logs_database_or_metrics(
         assert secret not in logs, f"{secret[:8]}… found in a log line"
         assert needle not in stored, f"{secret[:8]}… found in the database files"
     assert len(seen) > 15 and logs  # the search looked at something
+
+
+def test_structured_access_log_line_per_request(gateway: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kimiflow.gateway.access")
+    key = gateway.create_key("crm")
+    record = gateway.record("crm")
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            await _call(http, "POST", gateway.base_url + "/chat/completions", [],
+                        headers={"Authorization": f"Bearer {key}"}, json=BODY)
+
+    asyncio.run(run())
+    gateway.flush()
+    lines = [r.getMessage() for r in caplog.records if r.name == "kimiflow.gateway.access"]
+    assert len(lines) == 1
+    assert f"key_id={record.id}" in lines[0] and "status=200 ended=ok" in lines[0] and "usage=kimi" in lines[0]
+    assert key not in lines[0]

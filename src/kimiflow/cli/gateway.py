@@ -115,6 +115,11 @@ def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: 
 
 
 async def _serve(gw: Any, host: str, port: int) -> None:
+    import logging
+
+    if not logging.getLogger().handlers:  # the access log goes to stderr unless the host configured logging
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        logging.getLogger("kimiflow.gateway.access").setLevel(logging.INFO)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

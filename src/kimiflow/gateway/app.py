@@ -31,6 +31,7 @@ from kimiflow.gateway.store import GatewayStore, LedgerRow, SQLiteStore
 from kimiflow.gateway.upstream import Upstream, UpstreamConfig
 
 log = logging.getLogger("kimiflow.gateway")
+access_log = logging.getLogger("kimiflow.gateway.access")
 
 REQUEST_ID_HEADER = "X-Kimiflow-Request-Id"
 MIN_ADMIN_TOKEN = 16
@@ -146,7 +147,17 @@ class Gateway:
 
     def _committed(self, rows: list[LedgerRow]) -> None:
         m = self.metrics
+        logging_on = access_log.isEnabledFor(logging.INFO)
         for row in rows:
+            if logging_on:
+                # One structured line per request, from the billed row: ids and figures, never a key.
+                access_log.info(
+                    "request_id=%s key_id=%s model=%s status=%d ended=%s prompt=%d completion=%d cost_cny=%.6f "
+                    "latency_ms=%.1f ttft_ms=%s upstream_id=%s usage=%s",
+                    row.request_id, row.key_id, row.model, row.status, row.ended, row.prompt_tokens,
+                    row.completion_tokens, row.cost_cny, row.latency_ms,
+                    "-" if row.ttft_ms is None else f"{row.ttft_ms:.1f}", row.upstream_request_id or "-", row.usage_source,
+                )
             m.requests.labels(row.key_id, row.model, str(row.status), row.ended).inc()
             if row.prompt_tokens or row.completion_tokens:
                 m.tokens.labels(row.key_id, row.model, "prompt").inc(row.prompt_tokens)
@@ -161,11 +172,12 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        from kimiflow.gateway import admin, page, proxy
+        from kimiflow.gateway import admin, files, page, proxy
 
         self.page_sessions = page.Sessions()
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=files.MAX_UPLOAD_BYTES)
         proxy.add_routes(app, self)
+        files.add_routes(app, self)
         admin.add_routes(app, self)
         page.add_routes(app, self)
         return app

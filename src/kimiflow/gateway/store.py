@@ -67,6 +67,10 @@ class GatewayStore(Protocol):
     def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]: ...
     def usage(self, *, key_id: str | None = None, since: str | None = None, by: str = "day") -> list[dict[str, Any]]: ...
     def audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None: ...
+    def add_file(self, file_id: str, key_id: str) -> None: ...
+    def file_owner(self, file_id: str) -> str | None: ...
+    def files_of(self, key_id: str) -> set[str]: ...
+    def remove_file(self, file_id: str) -> None: ...
     def audit_log(self) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
 
@@ -110,7 +114,12 @@ def _m1(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1]
+def _m2(db: sqlite3.Connection) -> None:
+    # Which virtual key uploaded which upstream file: a key sees, reads and deletes only its own.
+    _run_script(db, "CREATE TABLE files (file_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, created REAL NOT NULL)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1, _m2]
 
 
 def utc_day(ts: float) -> str:
@@ -353,6 +362,26 @@ class SQLiteStore:
                          completion_tokens=row[6], cost_cny=round(row[7], 6))
             out.append(entry)
         return out
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def add_file(self, file_id: str, key_id: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (file_id, key_id, time.time()))
+
+    def file_owner(self, file_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT key_id FROM files WHERE file_id = ?", (file_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def files_of(self, key_id: str) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT file_id FROM files WHERE key_id = ?", (key_id,)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def remove_file(self, file_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
 
     # -- audit ---------------------------------------------------------------------------------
 
