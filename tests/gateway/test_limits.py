@@ -133,3 +133,11 @@ def test_max_tokens_cap(gateway: RunningGateway, cap: int) -> None:
     assert results[0][0] == 400 and f"cap of {cap}" in results[0][1]["error"]["message"]
     body = {k: v for k, v in BODY.items() if k != "max_tokens"}
     assert asyncio.run(_burst(gateway.base_url, key, 1, body))[0][0] == 200
+
+
+def test_a_budgeted_key_cannot_use_a_model_without_a_price(gateway: RunningGateway, sim: Simulator) -> None:
+    key = gateway.create_key("crm", budget_cny=1.0)
+    results = asyncio.run(_burst(gateway.base_url, key, 1, {**BODY, "model": "moonshot-v2-unpriced"}))
+    status, body, _ = results[0]
+    assert status == 403 and "no known price" in body["error"]["message"]
+    assert sim.stats.chat_completions == 0

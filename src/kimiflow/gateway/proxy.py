@@ -154,6 +154,11 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
     )
     generation = max_tokens if max_tokens is not None else gw.settings.default_max_tokens
     info = model_info(model)
+    if info is None and record.limits.budget_cny is not None:
+        # Without a price the worst case would be 0 CNY and the budget would not bound anything.
+        return _with(error_response(403, "permission_denied_error",
+                                    f"Your key '{record.name}' has a budget, and model {model} has no known price; "
+                                    "use a model from Kimi's price list"), headers)
     worst_generation = max_tokens if max_tokens is not None else (info.context_length if info else generation)
     worst_cny = gw.price(model, _worst_prompt(prompt_estimate), worst_generation)
     outcome = gw.books.admit(record, tokens=prompt_estimate + generation, worst_cny=worst_cny)
