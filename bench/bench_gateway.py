@@ -200,6 +200,15 @@ async def run_streams(session: Any, target: Target, n: int, in_flight: int) -> t
     return lost, target.cpu(target.stream_proc) - cpu0
 
 
+def rss_mb(proc: subprocess.Popen[str] | None) -> float:
+    if proc is None:
+        return 0.0
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -213,7 +222,10 @@ async def measure(target: Target, sizes: dict[str, int]) -> dict[str, float]:
         single, _, _ = await run_json(session, target, sizes["single"], 1)
         many, wall, cpu = await run_json(session, target, sizes["many"], 64)
         lost, stream_cpu = await run_streams(session, target, sizes["streams"], 64)
-    return {"p50_1": statistics.median(single) * 1e3, "p99_1": pct(single, 0.99) * 1e3,
+        rss_before = rss_mb(target.stream_proc)
+        lost_1000, _ = await run_streams(session, target, sizes["concurrent"], sizes["concurrent"])
+        rss_after = rss_mb(target.stream_proc)
+    return {"lost_1000": lost_1000, "rss_before_mb": rss_before, "rss_after_mb": rss_after,"p50_1": statistics.median(single) * 1e3, "p99_1": pct(single, 0.99) * 1e3,
             "rps_64": sizes["many"] / wall, "p99_64": pct(many, 0.99) * 1e3,
             "cpu_req_us": cpu / sizes["many"] * 1e6,
             "cpu_chunk_us": stream_cpu / (sizes["streams"] * (STREAM_CHUNKS + 3)) * 1e6, "lost": lost}
@@ -231,7 +243,8 @@ def main() -> int:
         return 0
     from upstream.nginx import NginxUpstream
 
-    sizes = {"single": 300, "many": 3000, "streams": 600} if not args.quick else {"single": 100, "many": 800, "streams": 200}
+    sizes = ({"single": 300, "many": 3000, "streams": 600, "concurrent": 1000} if not args.quick
+             else {"single": 100, "many": 800, "streams": 200, "concurrent": 1000})
     rounds = 1 if args.quick else args.rounds
     os.sched_setaffinity(0, {LOAD_CPU})
     results: dict[str, list[dict[str, float]]] = {}
@@ -262,11 +275,14 @@ def table(results: dict[str, list[dict[str, float]]]) -> str:
 
     base_p50, base_p99 = med("direct", "p50_1"), med("direct", "p99_1")
     lines = ["| target | added p50 @1 (ms) | added p99 @1 (ms) | req/s @64 | p99 @64 (ms) | proxy CPU/request (µs) "
-             "| proxy CPU/chunk (µs) | frames lost |", "|---|---|---|---|---|---|---|---|"]
+             "| proxy CPU/chunk (µs) | frames lost | 1,000 streams: lost, RSS before→after (MB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in results:
         lines.append(f"| {name} | {med(name, 'p50_1') - base_p50:.2f} | {med(name, 'p99_1') - base_p99:.2f} "
                      f"| {med(name, 'rps_64'):.0f} | {med(name, 'p99_64'):.1f} | {med(name, 'cpu_req_us'):.0f} "
-                     f"| {med(name, 'cpu_chunk_us'):.1f} | {int(sum(r['lost'] for r in results[name]))} |")
+                     f"| {med(name, 'cpu_chunk_us'):.1f} | {int(sum(r['lost'] for r in results[name]))} "
+                     f"| {int(sum(r['lost_1000'] for r in results[name]))}, {results[name][0]['rss_before_mb']:.0f}"
+                     f"→{results[name][-1]['rss_after_mb']:.0f} |")
     if "minimal" in results and "gateway" in results:
         lines.append("")
         lines.append(

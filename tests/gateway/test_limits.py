@@ -64,7 +64,7 @@ def test_budget_covering_10_lets_at_most_10_upstream_of_50_parallel(gateway: Run
 
 
 def test_concurrency_limit(sim_factory: Callable[..., Simulator], gateway_factory: Callable[..., RunningGateway]) -> None:
-    sim = sim_factory(latency=LatencyModel(ttft_s=0.3))
+    sim = sim_factory(latency=LatencyModel(ttft_s=1.0))  # long enough that all 10 overlap, even on a busy machine
     gateway = gateway_factory(sim)
     key = gateway.create_key("java", concurrency=3)
     results = asyncio.run(_burst(gateway.base_url, key, 10))
