@@ -23,7 +23,7 @@ from kimiflow.core.errors import ConfigError
 from kimiflow.core.pricing import cost_cny
 from kimiflow.gateway.admission import Books, period_start
 from kimiflow.gateway.keys import KeyRecord, hash_key, load_or_create_secret
-from kimiflow.gateway.ledger import LedgerWriter
+from kimiflow.gateway.ledger import LedgerWriter, journal_path
 from kimiflow.gateway.limits import RateLimits
 from kimiflow.gateway.manage import secret_path
 from kimiflow.gateway.metrics import GatewayMetrics
@@ -184,7 +184,8 @@ class Gateway:
 
     async def start(self, host: str = "127.0.0.1", port: int = 8787) -> str:
         """Open the store's keys, the upstream pool and the listening socket; returns the URL served."""
-        self.ledger = LedgerWriter(self.store, on_committed=self._committed)
+        self.ledger = LedgerWriter(self.store, journal_path(self.settings.db_path), on_committed=self._committed)
+        await asyncio.to_thread(self.ledger.recover)  # rows a killed process journaled but never committed
         self.ledger.start()
         await self.upstream.start()
         await self.reload_keys(force=True)

@@ -241,10 +241,7 @@ async def _relay_json(gw: Gateway, call: ChatCall, upstream: aiohttp.ClientRespo
     except msgspec.DecodeError:
         usage = None
     row = call.row(200, "ok", usage)
-    try:
-        await _ledger(gw).durable(row)
-    except Exception as exc:  # the database is down: answer anyway, the log says which row is missing
-        log.error("ledger row %s not committed: %s", call.request_id, exc)
+    _ledger(gw).durable(row)
     _observe(gw, call)
     return web.Response(status=200, body=body, headers=headers, content_type=upstream.content_type or "application/json")
 
@@ -258,7 +255,7 @@ def _observe(gw: Gateway, call: ChatCall) -> None:
 
 async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstream: aiohttp.ClientResponse,
                         headers: dict[str, str]) -> web.StreamResponse:
-    """Forward the upstream's bytes as they arrive; the row is committed before ``[DONE]`` is released."""
+    """Forward the upstream's bytes as they arrive; the row is journaled before ``[DONE]`` is released."""
     out = web.StreamResponse(status=200, headers={**headers, "Content-Type": upstream.headers["Content-Type"],
                                                    "Cache-Control": "no-cache"})
     watch = StreamWatch()
@@ -304,10 +301,7 @@ async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstr
                 break
             if watch.done and not call.row_written:
                 row = call.row(200, "ok", watch.usage, watch.content_events)
-                try:
-                    await _ledger(gw).durable(row)
-                except Exception as exc:
-                    log.error("ledger row %s not committed: %s", call.request_id, exc)
+                _ledger(gw).durable(row)
             try:
                 await out.write(chunk)
             except (ConnectionError, RuntimeError):

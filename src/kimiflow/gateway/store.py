@@ -7,7 +7,7 @@ thread-safe: the server calls them from worker threads, never on the event loop.
 Schema changes are a plain list of migrations (``MIGRATIONS``), applied in order and counted in
 SQLite's ``user_version``. The database runs in WAL mode with ``synchronous=NORMAL``: a committed
 transaction survives a ``kill -9`` of the process (only an OS crash or power loss could lose the
-last commits), which is the guarantee the ledger rule in ``kimiflow.gateway.ledger`` relies on.
+last commits). Rows reach it through the journal of ``kimiflow.gateway.ledger``.
 
 ``keys_version`` is a counter bumped by every key change (from the CLI or the admin API, from any
 process); a serving gateway polls it to pick up changes within a second.
