@@ -37,8 +37,22 @@ def key_rate_limits(limits: KeyLimits) -> RateLimits:
     return RateLimits(concurrency=limits.concurrency, rpm=limits.rpm, tpm=limits.tpm, margin=0.0, guard_seconds=0.0)
 
 
+_period_cache: dict[tuple[str, int], str] = {}
+
+
 def period_start(period: str, wall: float) -> str:
     """The first UTC day of the budget period containing ``wall`` (``""`` for all time)."""
+    minute = int(wall // 60)  # periods start on whole minutes (midnight), so a minute's answer holds
+    cached = _period_cache.get((period, minute))
+    if cached is not None:
+        return cached
+    if len(_period_cache) > 64:
+        _period_cache.clear()
+    _period_cache[(period, minute)] = start = _period_start(period, wall)
+    return start
+
+
+def _period_start(period: str, wall: float) -> str:
     now = datetime.fromtimestamp(wall, tz=timezone.utc)
     if period == "day":
         return now.strftime("%Y-%m-%d")

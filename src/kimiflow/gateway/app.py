@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import time
 import uuid
@@ -66,8 +67,13 @@ class GatewaySettings:
         return f"GatewaySettings(upstream={self.upstream!r}, db_path={str(self.db_path)!r}, tier={self.tier!r})"
 
 
+_ID_PREFIX = "gw-" + uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "gw-" + uuid.uuid4().hex
+    """Unique across processes (a random per-process prefix) and cheap (a counter, no urandom per call)."""
+    return f"{_ID_PREFIX}{next(_id_counter):010x}"
 
 
 class Gateway:
