@@ -104,3 +104,13 @@ def test_db_urls() -> None:
     assert sqlite_path("sqlite:////tmp/x.db") == Path("/tmp/x.db")
     with pytest.raises(Exception, match="not supported yet"):
         sqlite_path("postgresql://db/gateway")
+
+
+def test_a_batch_holding_one_request_twice_counts_it_once(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "g.sqlite")
+    store.write_ledger([_row("gw-1", "key_a")])
+    batch = [_row("gw-1", "key_a"), _row("gw-2", "key_a"), _row("gw-2", "key_a"), *(_row(f"gw-x{n}", "key_b") for n in range(700))]
+    assert store.write_ledger(batch) == 701
+    assert store.usage(key_id="key_a", by="key")[0]["requests"] == 2
+    assert store.usage(key_id="key_b", by="key")[0]["requests"] == 700
+    store.close()

@@ -164,13 +164,8 @@ class Gateway:
                     row.completion_tokens, row.cost_cny, row.latency_ms,
                     "-" if row.ttft_ms is None else f"{row.ttft_ms:.1f}", row.upstream_request_id or "-", row.usage_source,
                 )
-            m.requests.labels(row.key_id, row.model, str(row.status), row.ended).inc()
-            if row.prompt_tokens or row.completion_tokens:
-                m.tokens.labels(row.key_id, row.model, "prompt").inc(row.prompt_tokens)
-                m.tokens.labels(row.key_id, row.model, "completion").inc(row.completion_tokens)
-                m.tokens.labels(row.key_id, row.model, "cached").inc(row.cached_tokens)
-            if row.cost_cny:
-                m.cost.labels(row.key_id, row.model).inc(row.cost_cny)
+            m.count_row(row.key_id, row.model, row.status, row.ended, row.prompt_tokens, row.completion_tokens,
+                        row.cached_tokens, row.cost_cny)
 
     def price(self, model: str, prompt: int, completion: int, cached: int = 0) -> float:
         return cost_cny(model, prompt, completion, cached)

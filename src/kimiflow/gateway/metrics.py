@@ -5,6 +5,8 @@ Labels are key ids and model names, never a key or a key's name typed by a calle
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -35,6 +37,38 @@ class GatewayMetrics:
                               buckets=_LATENCY_BUCKETS, registry=r)
         self.overhead = Histogram("kimiflow_gateway_overhead_seconds", "Time spent in the gateway before the upstream call",
                                   buckets=_OVERHEAD_BUCKETS, registry=r)
+
+        self._per_model: dict[str, tuple[Any, Any]] = {}
+        self._per_key: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+        self._per_outcome: dict[tuple[str, str, str, str], Any] = {}
+
+    # Label lookups take a lock and a dict probe each; the children are kept here per label set.
+
+    def observe_request(self, model: str, latency: float, ttft: float | None) -> None:
+        children = self._per_model.get(model)
+        if children is None:
+            children = self._per_model[model] = (self.latency.labels(model), self.ttft.labels(model))
+        children[0].observe(latency)
+        if ttft is not None:
+            children[1].observe(ttft)
+
+    def count_row(self, key_id: str, model: str, status: int, ended: str, prompt: int, completion: int,
+                  cached: int, cost: float) -> None:
+        outcome = (key_id, model, str(status), ended)
+        counter = self._per_outcome.get(outcome)
+        if counter is None:
+            counter = self._per_outcome[outcome] = self.requests.labels(*outcome)
+        counter.inc()
+        if prompt or completion or cost:
+            children = self._per_key.get((key_id, model))
+            if children is None:
+                children = self._per_key[(key_id, model)] = (
+                    self.tokens.labels(key_id, model, "prompt"), self.tokens.labels(key_id, model, "completion"),
+                    self.tokens.labels(key_id, model, "cached"), self.cost.labels(key_id, model))
+            children[0].inc(prompt)
+            children[1].inc(completion)
+            children[2].inc(cached)
+            children[3].inc(cost)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -248,9 +248,8 @@ async def _relay_json(gw: Gateway, call: ChatCall, upstream: aiohttp.ClientRespo
 
 def _observe(gw: Gateway, call: ChatCall) -> None:
     now = time.perf_counter()
-    gw.metrics.latency.labels(call.model).observe(now - call.started)
-    if call.first_byte is not None:
-        gw.metrics.ttft.labels(call.model).observe(call.first_byte - call.started)
+    gw.metrics.observe_request(call.model, now - call.started,
+                               None if call.first_byte is None else call.first_byte - call.started)
 
 
 async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstream: aiohttp.ClientResponse,

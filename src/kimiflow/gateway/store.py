@@ -15,6 +15,7 @@ process); a serving gateway polls it to pick up changes within a second.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
@@ -124,7 +125,12 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1, _m2]
 
 def utc_day(ts: float) -> str:
     """The UTC calendar day of a Unix time, as the rollups key it (``2026-12-02``)."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return _utc_day(int(ts // 86_400))
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_day(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
 def sqlite_path(url: str) -> Path:
@@ -277,37 +283,54 @@ class SQLiteStore:
         """Insert rows in one transaction, skipping request ids already present; rollups follow.
 
         Returns how many rows were new. Idempotent: writing the same rows again changes nothing.
+        A few statements per batch, not per row: the ids already stored are looked up once, the new
+        rows go in with one ``executemany`` and the rollups are summed here first.
         """
-        inserted = 0
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                seen: set[str] = set()
+                ids = [row.request_id for row in rows]
+                for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    seen.update(r[0] for r in self._db.execute(
+                        f"SELECT request_id FROM ledger WHERE request_id IN ({marks})", chunk))
+                fresh: list[LedgerRow] = []
                 for row in rows:
-                    cursor = self._db.execute(
-                        f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (row.request_id, row.ts, row.key_id, row.model, row.status, row.prompt_tokens,
-                         row.cached_tokens, row.completion_tokens, row.cost_cny, row.latency_ms, row.ttft_ms,
-                         row.upstream_request_id, row.ended, row.usage_source),
-                    )
-                    if cursor.rowcount != 1:
-                        continue
-                    inserted += 1
-                    self._db.execute(
-                        """INSERT INTO rollups VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)
-                           ON CONFLICT (day, key_id, model) DO UPDATE SET
-                             requests = requests + 1, errors = errors + excluded.errors,
-                             prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                             cached_tokens = cached_tokens + excluded.cached_tokens,
-                             completion_tokens = completion_tokens + excluded.completion_tokens,
-                             cost_cny = cost_cny + excluded.cost_cny""",
-                        (utc_day(row.ts), row.key_id, row.model, int(row.status >= 400), row.prompt_tokens,
-                         row.cached_tokens, row.completion_tokens, row.cost_cny),
-                    )
+                    if row.request_id not in seen:
+                        seen.add(row.request_id)  # a batch holding one id twice inserts it once
+                        fresh.append(row)
+                self._db.executemany(
+                    f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(r.request_id, r.ts, r.key_id, r.model, r.status, r.prompt_tokens, r.cached_tokens,
+                      r.completion_tokens, r.cost_cny, r.latency_ms, r.ttft_ms, r.upstream_request_id, r.ended,
+                      r.usage_source) for r in fresh],
+                )
+                sums: dict[tuple[str, str, str], list[float]] = {}
+                for r in fresh:
+                    total = sums.setdefault((utc_day(r.ts), r.key_id, r.model), [0, 0, 0, 0, 0, 0.0])
+                    total[0] += 1
+                    total[1] += r.status >= 400
+                    total[2] += r.prompt_tokens
+                    total[3] += r.cached_tokens
+                    total[4] += r.completion_tokens
+                    total[5] += r.cost_cny
+                self._db.executemany(
+                    """INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (day, key_id, model) DO UPDATE SET
+                         requests = requests + excluded.requests, errors = errors + excluded.errors,
+                         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                         cached_tokens = cached_tokens + excluded.cached_tokens,
+                         completion_tokens = completion_tokens + excluded.completion_tokens,
+                         cost_cny = cost_cny + excluded.cost_cny""",
+                    [(*group, int(t[0]), int(t[1]), int(t[2]), int(t[3]), int(t[4]), t[5]) for group, t in sums.items()],
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return inserted
+        return len(fresh)
 
     def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]:
         query = f"SELECT {_LEDGER_COLUMNS} FROM ledger" + (" WHERE key_id = ?" if key_id else "") + " ORDER BY id"
