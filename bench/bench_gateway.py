@@ -15,7 +15,7 @@ pinned to CPU 0. Figures per target and round:
 
 The minimal proxy (``--serve-minimal``, below, ~60 lines) is the floor for any Python gateway:
 one virtual-key check, forward, stream back. The gateway runs with auth, admission, the ledger
-(one group commit before each answer's last bytes) and metrics all on. LiteLLM's proxy is not run
+(a journal line before each answer's last bytes, batched commits) and metrics all on. LiteLLM's proxy is not run
 here (it would need its own environment); see the README for the figures the issue quotes.
 """
 
