@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("kimiflow.cli.logs:logs", "Show logged chat exchanges."),
     "config": ("kimiflow.cli.config:config", "Show or edit settings (key masked)."),
     "demo": ("kimiflow.cli.demo:demo", "Live tour: sync, async, streaming, batch, on a local simulator."),
+    "gateway": ("kimiflow.cli.gateway:gateway", "REST gateway: virtual keys, limits, budgets, usage ledger."),
 }
 
 

@@ -1,0 +1,265 @@
+"""Admission: reserve-then-settle over a key's concurrency, RPM, TPM and budget, under the account's tier.
+
+``Books.admit`` is synchronous with no ``await`` inside, so on the one event loop the check and the
+reservation of every limit happen as one step: 50 requests arriving together cannot all see the
+same free budget. The order is budget (checked), the key's limiter, the account's limiter, then
+the budget is reserved. A request the account's limiter refuses gives back the key's tokens and
+slot; the key's request window keeps counting it (the limiter cannot un-count a request), which
+errs on the safe side.
+
+A request is charged, up front, its prompt estimate plus its ``max_tokens`` (the model's default
+when absent) against TPM, as Kimi counts, and its worst-case cost against the budget (a padded
+prompt estimate plus all of ``max_tokens`` at the output price). ``settle`` replaces both with the
+real figures from Kimi's usage; ``release`` frees the concurrency slots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from kimiflow.gateway.keys import KeyLimits, KeyRecord
+from kimiflow.gateway.limits import (
+    LimiterState,
+    RateLimits,
+    RequestTooLargeError,
+    Ticket,
+    remaining_requests,
+    remaining_tokens,
+)
+
+
+def key_rate_limits(limits: KeyLimits) -> RateLimits:
+    # No margin or guard for a key's own limits: an admin who says 5 RPM means exactly 5.
+    return RateLimits(concurrency=limits.concurrency, rpm=limits.rpm, tpm=limits.tpm, margin=0.0, guard_seconds=0.0)
+
+
+_period_cache: dict[tuple[str, int], str] = {}
+
+
+def period_start(period: str, wall: float) -> str:
+    """The first UTC day of the budget period containing ``wall`` (``""`` for all time)."""
+    minute = int(wall // 60)  # periods start on whole minutes (midnight), so a minute's answer holds
+    cached = _period_cache.get((period, minute))
+    if cached is not None:
+        return cached
+    if len(_period_cache) > 64:
+        _period_cache.clear()
+    _period_cache[(period, minute)] = start = _period_start(period, wall)
+    return start
+
+
+def _period_start(period: str, wall: float) -> str:
+    now = datetime.fromtimestamp(wall, tz=timezone.utc)
+    if period == "day":
+        return now.strftime("%Y-%m-%d")
+    if period == "month":
+        return now.strftime("%Y-%m-01")
+    return ""
+
+
+@dataclass
+class Grant:
+    """What one admitted request holds until it settles and releases."""
+
+    key_id: str
+    key_ticket: Ticket
+    account_ticket: Ticket | None
+    reserved_cny: float
+    tokens: int
+    settled: bool = False
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a request was refused, in Kimi's error vocabulary."""
+
+    status: int
+    type: str
+    message: str
+    reason: str
+    retry_after: int | None = None
+
+
+class _KeyBook:
+    __slots__ = ("limits", "name", "period", "reserved", "spent", "state")
+
+    def __init__(self, record: KeyRecord, spent: float, period: str, clock: Callable[[], float]) -> None:
+        self.name = record.name
+        self.limits = record.limits
+        self.state = LimiterState(key_rate_limits(record.limits), clock=clock)
+        self.spent = spent
+        self.reserved = 0.0
+        self.period = period
+
+
+class Books:
+    """Every key's limiter and budget, plus the account's tier limiter above them all.
+
+    >>> books = Books(RateLimits.for_tier(1)); books.load(records, spend_of)
+    >>> outcome = books.admit(record, tokens=1200, worst_cny=0.012)
+    """
+
+    def __init__(
+        self,
+        account: RateLimits | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.clock = clock
+        self.wall = wall
+        self.account = LimiterState(account, clock=clock) if account is not None else None
+        self._keys: dict[str, _KeyBook] = {}
+
+    def load(self, records: Iterable[KeyRecord], spend_of: Callable[[str, str], float]) -> None:
+        """Install or update every key's books. ``spend_of(key_id, first_day)`` reads committed spend.
+
+        A key already known keeps its windows, in-flight count and spend; a new key (or one whose
+        budget period changed) starts from what the store says it spent in the current period.
+        """
+        wall = self.wall()
+        fresh: dict[str, _KeyBook] = {}
+        for record in records:
+            book = self._keys.get(record.id)
+            start = period_start(record.limits.budget_period, wall)
+            if book is None or book.period != start:
+                book = _KeyBook(record, spend_of(record.id, start), start, self.clock)
+            else:
+                book.state.limits = key_rate_limits(record.limits)
+                book.limits = record.limits
+                book.name = record.name
+            fresh[record.id] = book
+        self._keys = fresh
+
+    def _book(self, record: KeyRecord) -> _KeyBook:
+        book = self._keys.get(record.id)
+        if book is None:  # a key not loaded yet: unlimited books until the next load
+            book = self._keys[record.id] = _KeyBook(record, 0.0, period_start(record.limits.budget_period, self.wall()), self.clock)
+        start = period_start(book.limits.budget_period, self.wall())
+        if start != book.period:  # a new day or month: the budget starts again
+            book.period, book.spent = start, 0.0
+        return book
+
+    def admit(self, record: KeyRecord, *, tokens: int, worst_cny: float) -> Grant | Rejection:
+        """Reserve everything for one request, or say which limit refuses it. Never awaits."""
+        book = self._book(record)
+        name = record.name
+        budget = book.limits.budget_cny
+        if budget is not None and book.spent + book.reserved + worst_cny > budget + 1e-12:
+            return Rejection(
+                429, "exceeded_current_quota_error",
+                f"Your key '{name}' exceeded its budget: spent {book.spent:.4f} of {budget:.4f} CNY this "
+                f"{book.limits.budget_period if book.limits.budget_period != 'total' else 'lifetime'}, "
+                f"{book.reserved:.4f} CNY reserved by requests in flight, this request may cost up to "
+                f"{worst_cny:.4f} CNY; ask the gateway's admin to raise the budget",
+                "budget",
+            )
+        now = self.clock()
+        try:
+            key_admission = book.state.try_acquire(tokens, now)
+        except RequestTooLargeError:
+            return Rejection(
+                400, "invalid_request_error",
+                f"Invalid request: this request is charged {tokens} tokens (prompt + max_tokens) but key "
+                f"'{name}' has a TPM limit of {book.limits.tpm}; lower max_tokens or shorten the prompt",
+                "key_tpm_too_large",
+            )
+        if key_admission.ticket is None:
+            return self._refusal(f"Your key '{name}'", "key", key_admission.reason, key_admission.wait, book.state, tokens)
+        account_ticket = None
+        if self.account is not None:
+            try:
+                account_admission = self.account.try_acquire(tokens, now)
+            except RequestTooLargeError:
+                account_admission = None
+            if account_admission is None or account_admission.ticket is None:
+                book.state.settle(key_admission.ticket, 0, now)
+                book.state.release(key_admission.ticket, now)
+                if account_admission is None:
+                    return Rejection(400, "invalid_request_error",
+                                     f"Invalid request: this request is charged {tokens} tokens, more than the "
+                                     "account's tier allows per minute or day; lower max_tokens", "account_too_large")
+                return self._refusal("The gateway's Kimi account", "account tier", account_admission.reason,
+                                     account_admission.wait, self.account, tokens)
+            account_ticket = account_admission.ticket
+        book.reserved += worst_cny
+        return Grant(record.id, key_admission.ticket, account_ticket, worst_cny, tokens)
+
+    @staticmethod
+    def _refusal(who: str, scope: str, reason: str, wait: float | None, state: LimiterState, tokens: int) -> Rejection:
+        retry_after = 1 if wait is None else max(1, math.ceil(wait))
+        eff = state.effective()
+        if reason == "concurrency":
+            what = f"reached its max concurrency: {int(eff['concurrency'])} ({scope} concurrency)"
+        elif reason == "rpm":
+            what = f"reached its max RPM: {int(eff['rpm'])} requests per minute ({scope} RPM)"
+        elif reason == "tpm":
+            what = f"reached its TPM rate limit: this request is charged {tokens} tokens, limit: {int(eff['tpm'])} ({scope} TPM)"
+        elif reason == "tpd":
+            what = f"reached its TPD rate limit, limit: {int(eff['tpd'])} ({scope} TPD)"
+        else:
+            what = f"is paused after Kimi answered 429 ({scope})"
+        slug = "account" if scope.startswith("account") else "key"
+        return Rejection(429, "rate_limit_reached_error", f"{who} {what}, please try again after {retry_after} seconds",
+                         f"{slug}_{reason.split()[0]}", retry_after)
+
+    def settle(self, grant: Grant, *, tokens: int, cost_cny: float) -> None:
+        """Replace the up-front charges with the real ones (idempotent)."""
+        if grant.settled:
+            return
+        grant.settled = True
+        now = self.clock()
+        book = self._keys.get(grant.key_id)
+        if book is not None:
+            book.state.settle(grant.key_ticket, tokens, now)
+            book.reserved = max(0.0, book.reserved - grant.reserved_cny)
+            book.spent += cost_cny
+        if self.account is not None and grant.account_ticket is not None:
+            self.account.settle(grant.account_ticket, tokens, now)
+
+    def release(self, grant: Grant) -> None:
+        """Free the request's concurrency slots (idempotent)."""
+        if grant.released:
+            return
+        grant.released = True
+        book = self._keys.get(grant.key_id)
+        if book is not None:
+            book.state.release(grant.key_ticket)
+        if self.account is not None and grant.account_ticket is not None:
+            self.account.release(grant.account_ticket)
+
+    def on_upstream_rate_limited(self, retry_after: float | None) -> None:
+        """Kimi said 429 anyway (another client on the account): slow the whole account down."""
+        if self.account is not None:
+            self.account.on_rate_limited(retry_after=retry_after)
+
+    def remaining_budget(self, record: KeyRecord) -> float | None:
+        """CNY the key may still spend this period (``None`` without a budget)."""
+        book = self._book(record)
+        if book.limits.budget_cny is None:
+            return None
+        return max(0.0, book.limits.budget_cny - book.spent - book.reserved)
+
+    def spent(self, record: KeyRecord) -> float:
+        return self._book(record).spent
+
+    def headers(self, record: KeyRecord) -> dict[str, str]:
+        """``x-ratelimit-*`` for the key: its own limits, else the account's; omitted when both are unlimited."""
+        book = self._book(record)
+        out: dict[str, str] = {}
+        now = self.clock()
+        for state in (book.state, self.account):
+            if state is None:
+                continue
+            if "x-ratelimit-limit-requests" not in out and state.limits.rpm is not None:
+                out["x-ratelimit-limit-requests"] = str(int(state.effective(now)["rpm"]))
+                out["x-ratelimit-remaining-requests"] = str(remaining_requests(state, now))
+            if "x-ratelimit-limit-tokens" not in out and state.limits.tpm is not None:
+                out["x-ratelimit-limit-tokens"] = str(int(state.effective(now)["tpm"]))
+                out["x-ratelimit-remaining-tokens"] = str(remaining_tokens(state, now))
+        return out
