@@ -252,6 +252,19 @@ class LimiterState:
         kept = value - math.floor(value * self.limits.margin)
         return max(1.0, math.floor(kept * scale))
 
+    def remaining(self, now: float | None = None) -> dict[str, int | None]:
+        """What may still be admitted in the current windows (after margin and back-off): ``requests``
+        and ``tokens`` this minute, ``None`` for an unlimited one. For ``x-ratelimit-remaining-*`` headers."""
+        now = self.clock() if now is None else now
+        eff = self.effective(now)
+        left: dict[str, int | None] = {"requests": None, "tokens": None}
+        for name, limit, window in (("requests", self.limits.rpm, self._requests), ("tokens", self.limits.tpm,
+                                                                                    self._tokens)):
+            if limit is not None:
+                window.expire(now)
+                left[name] = max(0, math.floor(eff["rpm" if name == "requests" else "tpm"] - window.total))
+        return left
+
     def effective(self, now: float | None = None) -> dict[str, float]:
         """The limits applied right now, after margin and adaptive back-off."""
         scale = self.scale(now)
