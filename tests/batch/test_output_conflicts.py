@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kimiflow.batch.journal import DoneStats, Journal, OutputConflictError
-from kimiflow.batch.output import reconcile
 from kimiflow.batch.runner import run_batch
+from kimiflow.batch.store import reconcile
 from kimiflow.sim import Simulator
 
 from .conftest import prompts, read_jsonl, write_jsonl

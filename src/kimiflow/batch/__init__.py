@@ -16,6 +16,7 @@ from kimiflow.batch.journal import (
 from kimiflow.batch.limiter import RateLimiter, Slot, request_charge
 from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.runner import BatchInputError, run_batch, run_batch_sync
+from kimiflow.batch.store import BatchStore, BatchStoreError
 from kimiflow.batch.summary import BatchSummary
 from kimiflow.core.ratelimit import RateLimits, RequestTooLargeError
 
@@ -23,6 +24,8 @@ __all__ = [
     "BatchInputError",
     "BatchPaths",
     "BatchRequest",
+    "BatchStore",
+    "BatchStoreError",
     "BatchSummary",
     "InputDefaults",
     "InputError",

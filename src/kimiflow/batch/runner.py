@@ -24,15 +24,10 @@ from typing import Any
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, iter_requests, scan_input
 from kimiflow.batch.journal import PENDING, DoneStats, Journal
 from kimiflow.batch.limiter import RateLimiter, request_charge
-from kimiflow.batch.output import (
-    ResultWriter,
-    failure_record,
-    rebuild_errors,
-    reconcile,
-    success_record,
-)
-from kimiflow.batch.paths import BatchPaths, refuse_files_of_another_run
+from kimiflow.batch.output import failure_record, success_record
+from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.progress import NullProgress, Progress, about
+from kimiflow.batch.store import BatchStore
 from kimiflow.batch.summary import (
     AUTH_FAILED,
     COMPLETED,
@@ -75,8 +70,7 @@ class BatchInputError(KimiflowError):
 class _Run:
     """Mutable state shared by the workers of one run."""
 
-    journal: Journal
-    writer: ResultWriter
+    store: BatchStore
     limiter: RateLimiter
     client: Any
     progress: Progress
@@ -152,9 +146,7 @@ async def run_batch(
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
     if unreachable_after < 1:
         raise ValueError(f"unreachable_after must be at least 1, got {unreachable_after}")
-    paths = BatchPaths.for_output(input, output, errors)
-    if paths.output.resolve() == paths.input.resolve():
-        raise ValueError("the output file must not be the input file; choose another -o")
+    paths = BatchPaths.for_output(input, output, errors)  # refuses two files that are one
     defaults = InputDefaults(model=model, max_tokens=max_tokens, system=system)
     scan = scan_input(paths.input, defaults)
     if not scan.ok and not skip_invalid:
@@ -173,25 +165,16 @@ async def run_batch(
                                          tpm=tpm, tpd=tpd)
         limiter = RateLimiter(limits, clock=clock, sleep=sleep)
 
-    paths.output.parent.mkdir(parents=True, exist_ok=True)
-    journal_existed = paths.journal.exists()
-    journal = Journal.open(paths.journal)
+    params = {**defaults.as_params(), "skip_invalid": skip_invalid}
+    store = BatchStore.open(
+        paths, fingerprint=scan.fingerprint, params=params, retry_failed=retry_failed,
+        requests=lambda: ((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
+                                                                      skip_lines=scan.bad_lines)),
+    )
     try:
-        if not journal.is_bound:
-            refuse_files_of_another_run(paths, journal, created=not journal_existed)
-        params = {**defaults.as_params(), "skip_invalid": skip_invalid}
-        journal.bind(scan.fingerprint, params)
-        if journal.get_meta("registered") != "1":
-            journal.register((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
-                                                                           skip_lines=scan.bad_lines))
-            journal.set_meta("registered", "1")
-        journal.reset_in_flight()
         if own_limiter:  # a limiter of the caller's already counts what it sent
-            _seed_recent_sends(limiter, journal)
-        if retry_failed:
-            journal.reset_failed()
-        repair = reconcile(paths.output, journal)
-        rebuild_errors(paths.errors, journal)
+            _seed_recent_sends(limiter, store.journal)
+        repair = store.repair
 
         own_client = client is None
         if client is None:
@@ -200,8 +183,7 @@ async def run_batch(
             client = AsyncKimi(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
         else:
             client = client.with_options(max_retries=0)
-        writer = ResultWriter(paths.output, paths.errors, journal)
-        run = _Run(journal, writer, limiter, client, progress or NullProgress(), max_attempts, clock, sleep,
+        run = _Run(store, limiter, client, progress or NullProgress(), max_attempts, clock, sleep,
                    stop=stop or asyncio.Event(), base_url=str(getattr(client, "base_url", "the API")),
                    unreachable_after=unreachable_after, tier_defaulted=tier_defaulted)
         if repair.changed:
@@ -215,13 +197,11 @@ async def run_batch(
             await _execute(run, paths, defaults, scan.bad_lines, grace_seconds, handle_signals, heartbeat_seconds)
         finally:
             run.stats.elapsed_s = clock() - started
-            writer.close()
             if own_client:
                 await client.close()
-            rebuild_errors(paths.errors, journal)
-            journal.add_rate_limited(run.stats.rate_limited)
+            store.add_rate_limited(run.stats.rate_limited)
         summary = build_summary(
-            journal, status=run.stop_status, paths=paths.as_strings(), run=run.stats,
+            store.journal, status=run.stop_status, paths=paths.as_strings(), run=run.stats,
             limits={k: v for k, v in asdict(limiter.limits).items()}, message=run.stop_message,
         )
         if summary.status == COMPLETED and summary.pending:
@@ -233,7 +213,7 @@ async def run_batch(
         summary.write(paths.summary)
         return summary
     finally:
-        journal.close()
+        store.close()
 
 
 async def _heartbeat(progress: Progress, every: float) -> None:
@@ -250,8 +230,8 @@ async def _execute(
     run: _Run, paths: BatchPaths, defaults: InputDefaults, bad_lines: set[int], grace: float,
     handle_signals: bool, heartbeat_seconds: float,
 ) -> None:
-    counts = run.journal.counts()
-    totals = run.journal.totals()
+    counts = run.store.counts()
+    totals = run.store.totals()
     run.progress.start(sum(counts.values()), counts["done"] + counts["failed"], failed=counts["failed"],
                        tokens=int(totals["prompt_tokens"] + totals["completion_tokens"]),
                        cost_cny=float(totals["cost_cny"]))
@@ -357,7 +337,7 @@ def _pending_requests(
 
 
 def _only_pending(run: _Run, batch: list[BatchRequest]) -> list[BatchRequest]:
-    states = run.journal.statuses([r.custom_id for r in batch])
+    states = run.store.statuses([r.custom_id for r in batch])
     return [r for r in batch if states.get(r.custom_id) == PENDING]
 
 
@@ -418,7 +398,7 @@ async def _first_of(*events: asyncio.Event) -> None:
 
 
 async def _process(run: _Run, request: BatchRequest) -> None:
-    journal, cid = run.journal, request.custom_id
+    store, cid = run.store, request.custom_id
     run.stats.sent += 1
     prompt_tokens, max_tokens = request_charge(request.body)
     attempts = 0  # HTTP attempts, whatever their outcome
@@ -434,7 +414,7 @@ async def _process(run: _Run, request: BatchRequest) -> None:
                     return
                 # Recorded at each send, not when the worker picked the request up: a resume seeds its
                 # request window from these times, and a wait in the limiter is not a send.
-                journal.mark_in_flight(cid)
+                store.mark_sent(cid)
                 attempts += 1
                 run.stats.attempts += 1
                 sent_at = run.clock()
@@ -495,7 +475,7 @@ async def _process(run: _Run, request: BatchRequest) -> None:
         usage = resp.usage
         record = success_record(cid, 200, resp.request_id, resp.to_dict(), attempts=attempts,
                                 latency_ms=latency, cost_cny=cost)
-        run.writer.write_success(record, DoneStats(
+        store.record_success(record, DoneStats(
             attempts=attempts,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
@@ -511,7 +491,7 @@ async def _process(run: _Run, request: BatchRequest) -> None:
     finally:
         if not finished:
             # Stopped, quota, or cancelled after the grace period: not done, sent again on resume.
-            journal.mark_pending(cid)
+            store.release(cid)
 
 
 def _access_denied(exc: AuthenticationError | PermissionDeniedError, base_url: str) -> tuple[str, str]:
@@ -543,7 +523,7 @@ def _server_answered(run: _Run) -> None:
 def _unreachable(run: _Run, request: BatchRequest, exc: APIConnectionError, attempts: int, latency: float) -> None:
     """A request gave up unable to connect: hold its verdict until the server answers or the run stops."""
     if run.stop.is_set():
-        run.journal.mark_pending(request.custom_id)
+        run.store.release(request.custom_id)
         return
     run.unreachable.append((request, exc, attempts, latency))
     if len(run.unreachable) < run.unreachable_after:
@@ -551,7 +531,7 @@ def _unreachable(run: _Run, request: BatchRequest, exc: APIConnectionError, atte
     _request_stop(run, UNREACHABLE, f"stopped: cannot reach {run.base_url}: {exc}; nothing more was sent; "
                   "re-run the same command when it is reachable")
     for held, *_ in run.unreachable:
-        run.journal.mark_pending(held.custom_id)
+        run.store.release(held.custom_id)
     run.unreachable.clear()
 
 
@@ -579,7 +559,7 @@ def _fail(run: _Run, request: BatchRequest, exc: BaseException, attempts: int, l
         request_id=getattr(exc, "request_id", None), body=getattr(exc, "body", None),
         attempts=attempts, latency_ms=latency,
     )
-    run.writer.write_failure(record, attempts)
+    run.store.record_failure(record, attempts)
     run.stats.failed += 1
     run.progress.advance(ok=False, tokens=0, cost_cny=0.0)
 
