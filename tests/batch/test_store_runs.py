@@ -9,6 +9,7 @@ count says exactly what was paid.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -19,10 +20,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import prompts, read_jsonl, write_jsonl
+from .conftest import Reply, ScriptedServer, completion, prompts, read_jsonl, write_jsonl
 from .test_crash import KIMIFLOW, env_for, free_port, stats
 
 N = 8
@@ -259,3 +261,44 @@ def test_a_full_disk_during_registration_is_one_line_and_leaves_the_journal_inta
     assert paid(sim) == 0
     with sqlite3.connect(tmp_path / "out.journal.sqlite") as db:  # what was registered is intact
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_a_journal_commit_that_fails_after_the_line_was_written_takes_the_line_back(tmp_path: Path) -> None:
+    src, out = batch_input(tmp_path), tmp_path / "out.jsonl"
+    journal = tmp_path / "out.journal.sqlite"
+    holder: list[sqlite3.Connection] = []
+    loop = asyncio.get_running_loop()
+
+    def let_go() -> None:
+        holder[0].execute("ROLLBACK")
+        holder[0].close()
+
+    async def lock_the_journal_at_the_third(body: dict[str, Any]) -> Reply:
+        if body["messages"][-1]["content"] == "question 2" and not holder:
+            # Another program takes the journal's write lock for longer than its busy timeout (5 s):
+            # the commit of this answer, already written to the output, fails.
+            db = sqlite3.connect(journal, isolation_level=None)
+            db.execute("BEGIN IMMEDIATE")
+            holder.append(db)
+            loop.call_later(7.0, let_go)
+        return 200, completion("answer")
+
+    async with ScriptedServer(lock_the_journal_at_the_third) as server:
+        env = {**os.environ, "MOONSHOT_BASE_URL": server.base_url, "MOONSHOT_API_KEY": "sk-test"}
+        env.pop("KIMIFLOW_BATCH_CRASH_AT", None)
+        proc = await asyncio.create_subprocess_exec(*command(src, out), env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        stderr = err.decode()
+        assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+        assert "cannot record the result of 'r2'" in stderr and "its output line was taken back" in stderr
+        assert [r["custom_id"] for r in read_jsonl(out)] == ["r0", "r1"]
+        with sqlite3.connect(journal) as db:
+            assert db.execute("SELECT status FROM requests WHERE custom_id = 'r2'").fetchone()[0] == "pending"
+        sent_before = len(server.received)
+        proc = await asyncio.create_subprocess_exec(*command(src, out), env=env, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    check_exactly_once(tmp_path, with_failure=False)
+    assert server.received[sent_before:] == [f"question {i}" for i in range(2, N)]  # r0, r1 never paid again

@@ -27,7 +27,7 @@ from kimiflow.batch.limiter import RateLimiter, request_charge
 from kimiflow.batch.output import failure_record, success_record
 from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.progress import NullProgress, Progress, about
-from kimiflow.batch.store import BatchStore
+from kimiflow.batch.store import BatchStore, BatchStoreError
 from kimiflow.batch.summary import (
     AUTH_FAILED,
     COMPLETED,
@@ -488,6 +488,10 @@ async def _process(run: _Run, request: BatchRequest) -> None:
     except RequestTooLargeError as exc:
         _fail(run, request, exc, attempts, latency)
         finished = True
+    except BatchStoreError:
+        # Nothing more can be recorded: stop the producer and the other workers; the error ends the run.
+        run.stop.set()
+        raise
     finally:
         if not finished:
             # Stopped, quota, or cancelled after the grace period: not done, sent again on resume.
