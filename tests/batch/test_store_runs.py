@@ -302,3 +302,20 @@ async def test_a_journal_commit_that_fails_after_the_line_was_written_takes_the_
         assert proc.returncode == 0, err.decode()
     check_exactly_once(tmp_path, with_failure=False)
     assert server.received[sent_before:] == [f"question {i}" for i in range(2, N)]  # r0, r1 never paid again
+
+
+def test_the_command_reads_a_file_with_a_bom_and_names_non_utf8_and_deep_lines(tmp_path: Path, sim: str) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [json.dumps(row).encode() for row in prompts(3)]
+    src.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")  # as Notepad saves it
+    done = run(src, out, sim)
+    assert done.returncode == 0, done.stderr
+    assert sorted(r["custom_id"] for r in read_jsonl(out)) == ["r0", "r1", "r2"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(lines[0] + b'\n{"prompt": "caf\xe9"}\n{"prompt": "x", "n": ' + b"[" * 2000 + b"]" * 2000
+                    + b"}\n")
+    refused = run(bad, tmp_path / "bad_out.jsonl", sim)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "line 2: not valid UTF-8 (byte 0xe9 at column 16); save the file as UTF-8" in refused.stderr
+    assert "line 3: JSON nested too deeply" in refused.stderr
+    assert paid(sim) == 3
