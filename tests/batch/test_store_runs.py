@@ -319,3 +319,31 @@ def test_the_command_reads_a_file_with_a_bom_and_names_non_utf8_and_deep_lines(t
     assert "line 2: not valid UTF-8 (byte 0xe9 at column 16); save the file as UTF-8" in refused.stderr
     assert "line 3: JSON nested too deeply" in refused.stderr
     assert paid(sim) == 3
+
+
+def test_the_same_command_started_twice_50_ms_apart_runs_once(tmp_path: Path, sim: str) -> None:
+    src, out = batch_input(tmp_path), tmp_path / "out.jsonl"
+    env = env_for(sim)
+    env.pop("KIMIFLOW_BATCH_CRASH_AT", None)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(command(src, out), env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
+            time.sleep(0.05)
+        results = [(p.wait(60), p.communicate()[1]) for p in procs]  # before the fix one of them hung
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    codes = sorted(code for code, _ in results)
+    refusals = [err for code, err in results if code == 1]
+    if codes == [0, 0]:  # the first was done before the second looked: the second found nothing to do
+        assert paid(sim) == N
+    else:
+        assert codes == [0, 1], results
+        assert "is writing" in refusals[0] and "wait for it or stop it" in refusals[0]
+    check_exactly_once(tmp_path, with_failure=False)
+    assert paid(sim) == N
+    assert not (tmp_path / "out.journal.sqlite.lock").exists()  # removed by the run that held it

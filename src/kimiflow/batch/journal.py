@@ -470,5 +470,5 @@ class _Transaction:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        else:
+        elif self._db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
             self._db.execute("ROLLBACK")

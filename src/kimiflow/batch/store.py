@@ -35,7 +35,7 @@ rows that open and close rebuild whole (atomically); a torn errors line is there
 
 Only one run may own these files: ``open`` takes an exclusive ``flock`` on ``OUT.journal.sqlite.lock``
 (which holds the owner's pid) and refuses a second run at once, naming that pid. The kernel drops
-the lock when the owner dies, so a killed run never blocks its resume.
+the lock when the owner dies, so a killed run never blocks its resume; ``close`` removes the file.
 
 Test seam: ``KIMIFLOW_BATCH_CRASH_AT=POINT`` (or ``POINT:N`` for its N-th occurrence), read once by
 ``open``, makes the process kill itself with SIGKILL at that point; ``CRASH_POINTS`` lists them.
@@ -467,7 +467,7 @@ class BatchStore:
             except OSError:
                 pass
         self.journal.close()
-        self._lock.release()
+        self._lock.release(remove=True)  # everything is closed: the next run may start at once
         if isinstance(problem, OSError):
             raise BatchStoreError(
                 f"could not rebuild {self.paths.errors} ({problem.strerror or problem}); the failures are "
