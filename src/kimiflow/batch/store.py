@@ -353,7 +353,8 @@ class BatchStore:
             paths.output.parent.mkdir(parents=True, exist_ok=True)
             lock = RunLock.acquire(paths.lock, paths.output)
         except OSError as exc:
-            raise BatchStoreError(_describe_os_error(exc, paths.lock, "creating")) from None
+            target = Path(exc.filename) if isinstance(exc.filename, str) else paths.lock
+            raise BatchStoreError(_describe_os_error(exc, target, "creating")) from None
         journal: Journal | None = None
         created = False
         try:
