@@ -38,7 +38,8 @@ def test_output_equal_to_input_names_the_flag(tmp_path: Path, sim_env: str) -> N
     src = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     result = CliRunner().invoke(cli, ["batch", str(src), "-o", str(src), "--tier", "3", "-m", "moonshot-v1-8k"])
     assert result.exit_code == 1
-    assert "must not be the input file; choose another -o" in result.output and "output=" not in result.output
+    assert "are the same file; every file of a batch must be its own: choose another -o" in result.output
+    assert "output=" not in result.output
 
 
 def test_invalid_lines_name_the_flag_not_the_parameter(tmp_path: Path, sim_env: str) -> None:

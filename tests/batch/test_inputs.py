@@ -111,6 +111,28 @@ def test_invalid_utf8_is_a_line_problem(tmp_path: Path) -> None:
     path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "\xff\xfe"}\n')
     scan = scan_input(path, MODEL)
     assert [p.line for p in scan.problems] == [2]
+    assert str(scan.problems[0]) == "line 2: not valid UTF-8 (byte 0xff at column 13); save the file as UTF-8"
+
+
+def test_a_utf8_byte_order_mark_at_the_start_is_skipped(tmp_path: Path) -> None:
+    """Notepad and Excel's "CSV UTF-8" start the file with a BOM: the first line is still JSON."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"custom_id": "a", "prompt": "hi"}\n{"custom_id": "b", "prompt": "yo"}\n')
+    scan = scan_input(path, MODEL)
+    assert scan.ok and scan.requests == 2
+    assert [r.custom_id for r in iter_requests(path, MODEL)] == ["a", "b"]
+    path.write_bytes(b'{"prompt": "hi"}\n\xef\xbb\xbf{"prompt": "yo"}\n')  # only the file's start
+    assert str(scan_input(path, MODEL).problems[0]).startswith("line 2: invalid JSON")
+
+
+def test_a_line_nested_thousands_deep_is_one_line_problem(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    deep = '{"prompt": "hi", "metadata": ' + "[" * 2000 + "]" * 2000 + "}"
+    write_jsonl(path, [{"prompt": "ok"}, deep])
+    scan = scan_input(path, MODEL)
+    assert [str(p) for p in scan.problems] == [
+        "line 2: JSON nested too deeply (more than 900 levels); no chat request needs that: flatten the line"
+    ]
 
 
 def test_fingerprint_changes_when_the_file_changes(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from kimiflow.batch.journal import (
     JournalMismatchError,
     JournalStateError,
 )
-from kimiflow.batch.output import ResultWriter, rebuild_errors, reconcile, success_record
+from kimiflow.batch.output import success_record
+from kimiflow.batch.paths import BatchPaths
+from kimiflow.batch.store import BatchStore, rebuild_errors, reconcile
 
 from .conftest import read_jsonl
 
@@ -110,14 +112,16 @@ def test_latency_percentiles_are_nearest_rank(journal: Journal) -> None:
 # -- output writing and reconciliation -------------------------------------------------------
 
 
-def writer(tmp_path: Path, journal: Journal) -> ResultWriter:
-    return ResultWriter(tmp_path / "out.jsonl", tmp_path / "out.errors.jsonl", journal)
+def writer(tmp_path: Path, journal: Journal) -> BatchStore:
+    """The store over the fixture's journal (bound with the same fingerprint and parameters)."""
+    paths = BatchPaths.for_output(tmp_path / "in.jsonl", tmp_path / "out.jsonl")
+    return BatchStore.open(paths, fingerprint="sha256:abc", params={"model": "m"}, requests=lambda: [])
 
 
-def test_writer_appends_then_commits_the_size(tmp_path: Path, journal: Journal) -> None:
+def test_store_appends_then_commits_the_size(tmp_path: Path, journal: Journal) -> None:
     w = writer(tmp_path, journal)
     journal.mark_in_flight("a")
-    w.write_success(record("a"), STATS)
+    w.record_success(record("a"), STATS)
     w.close()
     out = tmp_path / "out.jsonl"
     assert journal.status("a") == DONE and journal.output_bytes == out.stat().st_size
@@ -127,7 +131,7 @@ def test_writer_appends_then_commits_the_size(tmp_path: Path, journal: Journal) 
 def test_reconcile_adopts_a_line_written_before_the_crash_could_commit_it(tmp_path: Path, journal: Journal) -> None:
     w = writer(tmp_path, journal)
     journal.mark_in_flight("a")
-    w.write_success(record("a"), STATS)
+    w.record_success(record("a"), STATS)
     journal.mark_in_flight("b")
     out = tmp_path / "out.jsonl"
     with out.open("ab") as f:  # kill -9 after the write, before the commit
@@ -144,7 +148,7 @@ def test_reconcile_adopts_a_line_written_before_the_crash_could_commit_it(tmp_pa
 def test_reconcile_truncates_a_torn_last_line(tmp_path: Path, journal: Journal) -> None:
     w = writer(tmp_path, journal)
     journal.mark_in_flight("a")
-    w.write_success(record("a"), STATS)
+    w.record_success(record("a"), STATS)
     w.close()
     out = tmp_path / "out.jsonl"
     size = out.stat().st_size
@@ -158,7 +162,7 @@ def test_reconcile_truncates_a_torn_last_line(tmp_path: Path, journal: Journal) 
 def test_reconcile_drops_a_duplicate_of_a_committed_result(tmp_path: Path, journal: Journal) -> None:
     w = writer(tmp_path, journal)
     journal.mark_in_flight("a")
-    w.write_success(record("a"), STATS)
+    w.record_success(record("a"), STATS)
     w.close()
     out = tmp_path / "out.jsonl"
     with out.open("ab") as f:
@@ -172,7 +176,7 @@ def test_reconcile_requeues_results_missing_from_a_shortened_output(tmp_path: Pa
     w = writer(tmp_path, journal)
     for cid in "ab":
         journal.mark_in_flight(cid)
-        w.write_success(record(cid), STATS)
+        w.record_success(record(cid), STATS)
     w.close()
     out = tmp_path / "out.jsonl"
     first_line = out.read_bytes().split(b"\n")[0] + b"\n"
@@ -187,7 +191,7 @@ def test_verify_finds_duplicates_anywhere_in_the_file(tmp_path: Path, journal: J
     w = writer(tmp_path, journal)
     for cid in "ab":
         journal.mark_in_flight(cid)
-        w.write_success(record(cid), STATS)
+        w.record_success(record(cid), STATS)
     w.close()
     out = tmp_path / "out.jsonl"
     first_line = out.read_bytes().split(b"\n")[0] + b"\n"
@@ -201,7 +205,7 @@ def test_verify_finds_duplicates_anywhere_in_the_file(tmp_path: Path, journal: J
 def test_errors_file_is_rebuilt_from_the_journal(tmp_path: Path, journal: Journal) -> None:
     w = writer(tmp_path, journal)
     journal.mark_in_flight("c")
-    w.write_failure({"custom_id": "c", "reason": "boom"}, 3)
+    w.record_failure({"custom_id": "c", "reason": "boom"}, 3)
     w.close()
     errors = tmp_path / "out.errors.jsonl"
     errors.write_bytes(b'{"custom_id": "c", "rea')  # torn

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kimiflow.batch.journal import DoneStats, Journal, OutputConflictError
-from kimiflow.batch.output import reconcile
 from kimiflow.batch.runner import run_batch
+from kimiflow.batch.store import reconcile
 from kimiflow.sim import Simulator
 
 from .conftest import prompts, read_jsonl, write_jsonl
@@ -27,7 +27,7 @@ async def test_existing_output_without_a_journal_is_refused_and_left_untouched(
         await run_batch(src, notes, api_key=fresh_sim.api_key, base_url=fresh_sim.base_url, tier=3, model=MODEL)
     assert str(caught.value) == (
         f"{notes} exists but has no journal {tmp_path / 'notes.txt.journal.sqlite'}: "
-        "choose a new -o or delete the file"
+        "choose a new output= or delete the file"
     )
     assert notes.read_text() == "my precious notes\n"
     assert fresh_sim.stats.requests == 0
@@ -54,7 +54,7 @@ async def test_a_non_empty_errors_file_without_a_journal_is_refused(tmp_path: Pa
     src = write_jsonl(tmp_path / "in.jsonl", prompts(2))
     errors = tmp_path / "keep.txt"
     errors.write_text("keep me\n")
-    with pytest.raises(OutputConflictError, match=r"keep\.txt exists but has no journal .*choose a new --errors"):
+    with pytest.raises(OutputConflictError, match=r"keep\.txt exists but has no journal .*choose a new errors="):
         await run_batch(src, tmp_path / "out.jsonl", errors=errors, api_key=fresh_sim.api_key,
                         base_url=fresh_sim.base_url, tier=3, model=MODEL)
     assert errors.read_text() == "keep me\n"
@@ -84,7 +84,7 @@ def test_reconcile_names_file_line_and_id_of_a_foreign_result(tmp_path: Path, fu
         with pytest.raises(OutputConflictError) as caught:
             reconcile(out, journal, verify=full_scan)
         assert str(caught.value).startswith(f"{out} line 2: custom_id 'zzz' is not a request of this batch")
-        assert "choose a new -o" in str(caught.value)
+        assert "choose a new output=" in str(caught.value)
         # Nothing was adopted and the file is as it was.
         assert journal.counts()["done"] == 0 and out.read_bytes() == before
         assert not (tmp_path / "out.jsonl.reconcile").exists()

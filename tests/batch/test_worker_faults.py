@@ -226,7 +226,7 @@ async def test_options_are_given_one_way_and_messages_name_parameters(tmp_path: 
     src = write_jsonl(tmp_path / "in.jsonl", prompts(1))
     with pytest.raises(InvalidArgumentError, match=r"either options= or keyword options"):
         await run_batch(src, tmp_path / "out.jsonl", options=BatchOptions(), tier=1)
-    with pytest.raises(InvalidArgumentError, match=r"must not be the input file; choose another output=$"):
+    with pytest.raises(InvalidArgumentError, match=r"are the same file; every file of a batch must be its own: choose another output=$"):
         await run_batch(src, src, tier=1, model=MODEL)
     write_jsonl(src, [{"prompt": "ok"}, "{bad"])
     with pytest.raises(BatchInputError, match=r"pass skip_invalid=True to run the valid ones only") as caught:

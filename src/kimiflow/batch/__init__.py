@@ -16,6 +16,7 @@ from kimiflow.batch.journal import (
 from kimiflow.batch.options import BatchOptions
 from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.runner import BatchInputError, run_batch, run_batch_sync
+from kimiflow.batch.store import BatchStore, BatchStoreError
 from kimiflow.batch.summary import BatchSummary
 from kimiflow.limits import RateLimiter, RateLimits, RequestTooLargeError, Slot, request_charge
 
@@ -24,6 +25,8 @@ __all__ = [
     "BatchOptions",
     "BatchPaths",
     "BatchRequest",
+    "BatchStore",
+    "BatchStoreError",
     "BatchSummary",
     "InputDefaults",
     "InputError",

@@ -29,6 +29,9 @@ MAX_REPORTED_PROBLEMS = 1000
 CLIENT_ONLY_KEYS = ("api_key", "base_url", "extra_body", "extra_headers", "extra_query", "max_retries", "timeout")
 """Keyword arguments of the Python client, not request parameters: a line carrying one could swap the
 key, inject headers or change the request after it was charged, so such lines are refused."""
+MAX_NESTING_HINT = 900
+"""About the nesting depth at which the JSON decoder gives up (it says so with a RecursionError)."""
+UTF8_BOM = b"\xef\xbb\xbf"
 
 _decoder = msgspec.json.Decoder()
 
@@ -100,9 +103,18 @@ def parse_line(raw: bytes, line: int, defaults: InputDefaults) -> BatchRequest |
     try:
         obj = _decoder.decode(raw)
     except msgspec.DecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise InputError(
+                f"not valid UTF-8 (byte {raw[bad.start]:#04x} at column {bad.start + 1}); save the file as UTF-8"
+            ) from None
         raise InputError(f"invalid JSON ({exc}); each line must be one JSON object") from None
-    except UnicodeDecodeError:
-        raise InputError("not valid UTF-8; save the file as UTF-8") from None
+    except RecursionError:
+        raise InputError(
+            f"JSON nested too deeply (more than {MAX_NESTING_HINT} levels); no chat request needs that: "
+            "flatten the line"
+        ) from None
     if not isinstance(obj, dict):
         raise InputError(f"expected a JSON object, got {type(obj).__name__}")
     custom_id = obj.get("custom_id", None)
@@ -182,7 +194,9 @@ def _finish_body(body: dict[str, Any], defaults: InputDefaults) -> dict[str, Any
 
 def _read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as f:
-        yield from enumerate(f, start=1)
+        for number, raw in enumerate(f, start=1):
+            # Notepad and Excel's "CSV UTF-8" start the file with a byte-order mark: not part of the JSON.
+            yield number, raw[len(UTF8_BOM):] if number == 1 and raw.startswith(UTF8_BOM) else raw
 
 
 def scan_input(path: str | Path, defaults: InputDefaults = InputDefaults()) -> InputScan:

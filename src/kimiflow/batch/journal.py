@@ -9,10 +9,14 @@ States and the only moves between them::
 
 The journal also holds the input file's fingerprint and the run's parameters, so a resume with a
 different file or different parameters is refused instead of mixing two batches in one output.
-``output_bytes`` is the size the output file had when the last ``done`` was committed: the output
-line is written *before* its commit, so after a kill -9 at most the bytes past that mark (one
-line, perhaps torn) disagree with the journal, and ``kimiflow.batch.output.reconcile`` fixes them.
+``output_bytes`` is the size the output file had when the last ``done`` was committed. Only
+``kimiflow.batch.store.BatchStore`` writes to a journal during a run; the order in which it writes
+the output and commits here, and what recovery does with each state, is drawn in its docstring.
 Every commit is one SQLite transaction; WAL with ``synchronous=NORMAL`` survives a killed process.
+
+Schema changes are a plain list of functions (``_MIGRATIONS``), applied in order on open and
+counted in ``PRAGMA user_version``: a journal written by an older kimiflow opens after an upgrade.
+Append new ones, never edit old ones.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from kimiflow.core.errors import KimiflowError
 PENDING, IN_FLIGHT, DONE, FAILED = "pending", "in_flight", "done", "failed"
 STATES = (PENDING, IN_FLIGHT, DONE, FAILED)
 
-_SCHEMA = [
+_INITIAL_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS requests (
         custom_id TEXT PRIMARY KEY,
@@ -53,6 +57,21 @@ _SCHEMA = [
         at REAL NOT NULL
     )""",
 ]
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    # IF NOT EXISTS: journals written before migrations were counted hold these tables at version 0.
+    for statement in _INITIAL_SCHEMA:
+        db.execute(statement)
+
+
+def _m002_transition_reasons(db: sqlite3.Connection) -> None:
+    """Why a request moved when no request of its own moved it (resume, --retry-failed, repair)."""
+    db.execute("ALTER TABLE transitions ADD COLUMN reason TEXT")
+
+
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_transition_reasons]
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class JournalError(KimiflowError):
@@ -95,14 +114,28 @@ class Journal:
         self.path = path
 
     @classmethod
-    def open(cls, path: str | Path) -> Journal:
+    def open(cls, path: str | Path, *, busy_timeout: float = 5.0) -> Journal:
+        """Open (or create) a journal, bringing its schema up to date; ``JournalError`` says why not."""
         path = Path(path)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA:
-            db.execute(statement)
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            _migrate(db, path)
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            raise JournalError(describe_sqlite_error(exc, path, "opening")) from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
         return cls(db, path)
+
+    def transaction(self) -> _Transaction:
+        """One SQLite transaction around a block (nestable): all of it is committed, or none."""
+        return _Transaction(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -122,6 +155,9 @@ class Journal:
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def bind(self, fingerprint: str, params: dict[str, Any]) -> bool:
         """Tie the journal to an input file and parameters; ``True`` if it is new.
 
@@ -138,7 +174,7 @@ class Journal:
         if known != fingerprint:
             raise JournalMismatchError(
                 f"the input file changed since this batch started (journal {self.path}); "
-                "re-run with the original file, or write to a new -o output to start a new batch"
+                "re-run with the original file, or write to a new output= file to start a new batch"
             )
         old = json.loads(self.get_meta("params") or "{}")
         if old != params:
@@ -146,7 +182,7 @@ class Journal:
             details = ", ".join(f"{k}: {old.get(k)!r} -> {params.get(k)!r}" for k in changed)
             raise JournalMismatchError(
                 f"parameters differ from the run that started this batch ({details}); "
-                "re-run with the original parameters, or write to a new -o output to start a new batch"
+                "re-run with the original parameters, or write to a new output= file to start a new batch"
             )
         return False
 
@@ -202,7 +238,9 @@ class Journal:
     def status(self, custom_id: str) -> str | None:
         return self.statuses([custom_id]).get(custom_id)
 
-    def _move(self, custom_id: str, to: str, allowed_from: tuple[str, ...], **fields: Any) -> None:
+    def _move(
+        self, custom_id: str, to: str, allowed_from: tuple[str, ...], reason: str | None = None, **fields: Any
+    ) -> None:
         now = time.time()
         sets = ", ".join(f"{k} = ?" for k in fields)
         sql = f"UPDATE requests SET status = ?, updated = ?{', ' + sets if sets else ''} WHERE custom_id = ?"
@@ -215,7 +253,8 @@ class Journal:
                     f"request {custom_id!r} cannot move from {current or 'unknown'} to {to}"
                 )
             self._db.execute(
-                "INSERT INTO transitions (custom_id, status, at) VALUES (?, ?, ?)", (custom_id, to, now)
+                "INSERT INTO transitions (custom_id, status, at, reason) VALUES (?, ?, ?, ?)",
+                (custom_id, to, now, reason),
             )
 
     def mark_in_flight(self, custom_id: str) -> None:
@@ -229,13 +268,16 @@ class Journal:
 
     def adopt_done(self, custom_id: str, stats: DoneStats) -> None:
         """Reconciliation: the output holds a result the journal had not committed yet."""
-        self._move_done(custom_id, (PENDING, IN_FLIGHT, FAILED), stats)
+        self._move_done(custom_id, (PENDING, IN_FLIGHT, FAILED), stats, reason="adopted from the output")
 
-    def _move_done(self, custom_id: str, from_states: tuple[str, ...], stats: DoneStats) -> None:
+    def _move_done(
+        self, custom_id: str, from_states: tuple[str, ...], stats: DoneStats, reason: str | None = None
+    ) -> None:
         self._move(
             custom_id,
             DONE,
             from_states,
+            reason,
             attempts=stats.attempts,
             prompt_tokens=stats.prompt_tokens,
             completion_tokens=stats.completion_tokens,
@@ -258,30 +300,37 @@ class Journal:
 
     def reset_in_flight(self) -> int:
         """Resume: requests that were in flight when the last run died go back to pending."""
-        return self._reset(IN_FLIGHT)
+        return self._reset(IN_FLIGHT, "resumed after an interrupted run")
 
     def reset_failed(self) -> int:
         """``--retry-failed``: every failed request goes back to pending."""
-        return self._reset(FAILED)
+        return self._reset(FAILED, "retry_failed")
 
     def reset_done(self, ids: Iterable[str]) -> int:
-        """Reconciliation: results the output file lost must be produced again."""
+        """Reconciliation: results the output file lost must be produced again (each move audited)."""
         n = 0
+        now = time.time()
         with self._transaction():
             for cid in ids:
-                n += self._db.execute(
+                moved = self._db.execute(
                     "UPDATE requests SET status = 'pending', updated = ? WHERE custom_id = ? AND status = 'done'",
-                    (time.time(), cid),
+                    (now, cid),
                 ).rowcount
+                if moved:
+                    self._db.execute(
+                        "INSERT INTO transitions (custom_id, status, at, reason) VALUES (?, 'pending', ?, ?)",
+                        (cid, now, "result missing from the output"),
+                    )
+                n += moved
         return n
 
-    def _reset(self, from_state: str) -> int:
+    def _reset(self, from_state: str, reason: str) -> int:
         now = time.time()
         with self._transaction():
             self._db.execute(
-                "INSERT INTO transitions (custom_id, status, at) SELECT custom_id, 'pending', ? "
+                "INSERT INTO transitions (custom_id, status, at, reason) SELECT custom_id, 'pending', ?, ? "
                 "FROM requests WHERE status = ?",
-                (now, from_state),
+                (now, reason, from_state),
             )
             return self._db.execute(
                 "UPDATE requests SET status = 'pending', updated = ? WHERE status = ?", (now, from_state)
@@ -340,6 +389,13 @@ class Journal:
         found.reverse()
         return found
 
+    def audit(self, custom_id: str) -> list[tuple[str, str | None]]:
+        """Each move of the request, oldest first, with the reason of moves no send caused."""
+        rows = self._db.execute(
+            "SELECT status, reason FROM transitions WHERE custom_id = ? ORDER BY seq", (custom_id,)
+        )
+        return [(str(status), reason) for status, reason in rows]
+
     def transitions(self, custom_id: str) -> list[str]:
         """Every state the request has been in, oldest first (for audits and tests)."""
         rows = self._db.execute(
@@ -351,6 +407,44 @@ class Journal:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"the journal {path} was written by a newer kimiflow (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade kimiflow to resume this batch"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        with _Transaction(db):
+            _MIGRATIONS[number](db)
+            db.execute(f"PRAGMA user_version = {number + 1}")
+
+
+def describe_sqlite_error(exc: sqlite3.Error, path: Path, doing: str) -> str:
+    """One line for a failed journal operation: what happened to which file, and what to do."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or (
+        not name and isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+    ):
+        return (
+            f"the journal {path} is damaged or not a journal ({exc}); it cannot be resumed: move it and the "
+            "output away (or choose a new output=) to start the batch again"
+        )
+    if name == "SQLITE_FULL":
+        return f"the disk is full ({doing} the journal {path}); free some space, then run the same command again"
+    if name in ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH"):
+        return (
+            f"cannot write the journal {path} ({exc}); the directory {path.parent} must be writable: fix its "
+            "permissions or choose an output= in a directory you can write to"
+        )
+    if name == "SQLITE_BUSY" or name.startswith("SQLITE_BUSY") or name.startswith("SQLITE_LOCKED"):
+        return (
+            f"the journal {path} is locked by another program ({exc}) while {doing} it; close that program, "
+            "then run the same command again"
+        )
+    return f"{doing} the journal {path} failed ({exc}); check the disk, then run the same command again"
 
 
 class _Transaction:
@@ -369,6 +463,12 @@ class _Transaction:
         if not self._outer:
             return
         if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                # A failed COMMIT (disk full, busy) may leave the transaction open: end it, then say so.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        elif self._db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
             self._db.execute("ROLLBACK")

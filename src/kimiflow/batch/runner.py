@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 from kimiflow.batch import stops
 from kimiflow.batch.inputs import BatchRequest, InputDefaults, InputError, iter_requests, scan_input
 from kimiflow.batch.journal import PENDING, DoneStats, JournalError
-from kimiflow.batch.legacy_store import LegacyStore
 from kimiflow.batch.options import MAX_RATE_LIMITED_RETRIES, UNREACHABLE_AFTER, BatchOptions
 from kimiflow.batch.output import failure_record, success_record
 from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.progress import NullProgress, Progress
+from kimiflow.batch.store import BatchStore, BatchStoreError
 from kimiflow.batch.summary import (
     COMPLETED,
     INTERRUPTED,
@@ -66,7 +66,7 @@ __all__ = ["MAX_RATE_LIMITED_RETRIES", "UNREACHABLE_AFTER", "BatchInputError", "
 DEFAULT_WORKERS = 64
 """Workers when no concurrency limit is set."""
 MAX_WORKERS = 1000
-STORE_FAILURES: tuple[type[BaseException], ...] = (OSError, sqlite3.Error, JournalError)
+STORE_FAILURES: tuple[type[BaseException], ...] = (BatchStoreError, OSError, sqlite3.Error, JournalError)
 """What the store raises when a result cannot be made durable: the run stops, it does not fail the request."""
 
 
@@ -105,7 +105,7 @@ class _Run:
 
     options: BatchOptions
     paths: BatchPaths
-    store: LegacyStore
+    store: BatchStore
     limiter: Limiter
     client: AsyncKimi
     progress: Progress
@@ -147,9 +147,7 @@ async def run_batch(
         raise InvalidArgumentError(f"give run_batch() either options= or keyword options, not both "
                                    f"(got options= and {', '.join(sorted(keywords))})")
     opts = options if options is not None else BatchOptions.from_keywords(**keywords)
-    paths = BatchPaths.for_output(input, output, opts.errors)
-    if paths.output.resolve() == paths.input.resolve():
-        raise InvalidArgumentError("the output file must not be the input file; choose another output=")
+    paths = BatchPaths.for_output(input, output, opts.errors)  # refuses two of its files being one
     defaults = opts.defaults
     scan = scan_input(paths.input, defaults)
     if not scan.ok and not opts.skip_invalid:
@@ -165,7 +163,7 @@ async def run_batch(
     own_limiter = opts.limiter is None
     limiter: Limiter = opts.limiter or RateLimiter(opts.rate_limits, clock=opts.clock, sleep=opts.sleep)
 
-    store = LegacyStore.open(
+    store = BatchStore.open(
         paths, fingerprint=scan.fingerprint, params={**defaults.as_params(), "skip_invalid": opts.skip_invalid},
         requests=lambda: ((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
                                                                        skip_lines=scan.bad_lines)),
@@ -313,7 +311,7 @@ async def _execute(run: _Run, defaults: InputDefaults) -> None:
         run.progress.stop()
 
 
-def _seed_recent_sends(limiter: RateLimiter, store: LegacyStore) -> None:
+def _seed_recent_sends(limiter: RateLimiter, store: BatchStore) -> None:
     """Count the last minute's sends of an earlier run: the server still does, so a resume must not burst.
 
     Only the request window is seeded: the journal records when each attempt was sent, not what it was
