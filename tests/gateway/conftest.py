@@ -132,3 +132,11 @@ def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
 @pytest.fixture
 def gateway(sim: Simulator, gateway_factory: Callable[..., RunningGateway]) -> RunningGateway:
     return gateway_factory(sim)
+
+
+@pytest.fixture(scope="session")
+def node_modules() -> Path:
+    """The pinned Node packages of tests/gateway/node, installed once per session (kept when complete)."""
+    from tests.gateway.nodejs import ensure_node_modules
+
+    return ensure_node_modules()
