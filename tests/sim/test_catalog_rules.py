@@ -109,6 +109,11 @@ REFUSED: list[tuple[str, str, list[dict[str, Any]], dict[str, Any], str]] = [
     ("k2.6-off-temperature-1", "kimi-k2.6", [QUESTION], {"thinking": {"type": "disabled"}, "temperature": 1},
      "invalid temperature: only 0.6 is allowed for this model"),
     ("k2.6-top_p", "kimi-k2.6", [QUESTION], {"top_p": 0.5}, "invalid top_p: only 0.95 is allowed for this model"),
+    ("k2.5-n", "kimi-k2.5", [QUESTION], {"n": 2}, "invalid n: only 1 is allowed for this model"),
+    ("k2.6-penalty", "kimi-k2.6", [QUESTION], {"thinking": {"type": "disabled"}, "presence_penalty": 0.5},
+     "invalid presence_penalty: only 0 is allowed for this model"),
+    ("thinking-shape", "kimi-k2.6", [QUESTION], {"thinking": "on"},
+     'Invalid request: thinking must be an object like {"type": "enabled"} or {"type": "disabled"}, got \'on\''),
     ("k2.5-keep-all", "kimi-k2.5", [QUESTION], {"thinking": {"type": "enabled", "keep": "all"}},
      "invalid thinking: keep=all is not supported for this model; drop thinking.keep "
      "or use kimi-k2.6, kimi-k2.7-code or kimi-k3"),
@@ -271,3 +276,8 @@ def test_sim_command_takes_catalog_and_lax() -> None:
         proc.communicate(timeout=10)
     bad = subprocess.run([*_RUN, "--catalog", "all"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "'all' is not one of 'full', 'online'" in bad.stderr
+
+
+def test_sim_config_refuses_an_unknown_catalog() -> None:
+    with pytest.raises(ValueError, match="catalog must be 'full' or 'online', got 'all'"):
+        SimConfig(catalog="all")
