@@ -237,6 +237,9 @@ ONLINE = {"kimi-k3", "kimi-k2.7-code", "kimi-k2.7-code-highspeed", "kimi-k2.6"}
 def test_online_catalog_lists_only_the_2026_models_and_404s_the_retired(online: Simulator, strict: Simulator) -> None:
     with Kimi(api_key=online.api_key, base_url=online.base_url, max_retries=0) as client:
         assert {m.id for m in client.models.list().data} == ONLINE
+        with pytest.raises(NotFoundError, match=r"Not found the model kimi-k2\.5 or Permission denied"):
+            client.tokens.count(model="kimi-k2.5", messages=[QUESTION])
+        assert client.tokens.count(model="kimi-k2.6", messages=[QUESTION]).total_tokens > 0
     with Kimi(api_key=strict.api_key, base_url=strict.base_url, max_retries=0) as client:
         assert {m.id for m in client.models.list().data} >= ONLINE | {"moonshot-v1-8k", "kimi-k2.5"}
     for kind in CLIENTS:
