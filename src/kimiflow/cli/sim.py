@@ -39,7 +39,11 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
             raise click.ClickException(f"port {port} on {host} is already in use; pick another with --port") from None
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     tier = "none (no limits)" if config.tier is None else str(config.tier)
-    click.echo(f"Kimi API simulator listening on {sim.base_url}  (tier {tier}, latency {config.latency})")
+    rules = "" if config.strict_conversations else ", lax conversations"
+    click.echo(
+        f"Kimi API simulator listening on {sim.base_url}  "
+        f"(tier {tier}, latency {config.latency}, catalog {config.catalog}{rules})"
+    )
     click.echo(f"API key: {sim.api_key}")
     click.echo("Point a client at it:")
     click.echo(f"  export MOONSHOT_BASE_URL={sim.base_url}")
@@ -66,13 +70,24 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     "--fault-rate", "fault_rate", callback=_fault_rates,
     help="Random faults per request, e.g. 500=0.05,reset=0.02 (names as in X-Kimiflow-Sim-Fault).",
 )
+@click.option(
+    "--catalog", type=click.Choice(["full", "online"]), default="full", show_default=True,
+    help="full: every known model; online: only the models Kimi still serves in late 2026 (others 404).",
+)
+@click.option(
+    "--lax", "--no-strict-conversations", "lax", is_flag=True,
+    help="Accept conversations Kimi refuses (unanswered or duplicate tool calls, missing reasoning_content).",
+)
 def sim(
     host: str, port: int, tier: int | None, latency: str, seed: int, keys: tuple[str, ...], balance: float,
-    fault_rate: dict[str, float],
+    fault_rate: dict[str, float], catalog: str, lax: bool,
 ) -> None:
     """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C."""
     try:
-        config = SimConfig(tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate)
+        config = SimConfig(
+            tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate,
+            catalog=catalog, strict_conversations=not lax,
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:

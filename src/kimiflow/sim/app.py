@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 
 from kimiflow.sim import errors
-from kimiflow.sim.account import balance_info, estimate_tokens, list_models
+from kimiflow.sim.account import MODEL_PATH_PREFIX, balance_info, estimate_tokens, list_models, retrieve_model
 from kimiflow.sim.auth import authenticate
 from kimiflow.sim.chat import handle_chat
 from kimiflow.sim.config import SimConfig
@@ -148,6 +148,8 @@ class Simulator:
             return json_response(200, _encode(self.stats.to_dict()), request)
         key = authenticate(request, self._keys)
         handler = ROUTES.get((request.method, path))
+        if handler is None and request.method == "GET" and path.startswith(MODEL_PATH_PREFIX):
+            handler = retrieve_model
         file_path = parse_file_path(request) if handler is None else None
         if handler is None and file_path is None:
             if path in _ROUTED_PATHS:

@@ -126,7 +126,7 @@ async def _write_unterminated_line(request: web.BaseRequest, resp: web.StreamRes
 
 async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
     """Answer one chat-completion request (raises ``SimError`` for error answers)."""
-    req = validate_chat_request(decode_json_object(await read_body(request)))
+    req = validate_chat_request(decode_json_object(await read_body(request)), sim.config)
     forced = _forced_tokens(request)
     if fault is not None and fault.name == "echo-key" and not req.stream:
         raise echoed_key_error(request.headers.get("Authorization", ""))

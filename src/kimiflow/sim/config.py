@@ -111,6 +111,12 @@ class SimConfig:
     default_max_tokens: int | None = None
     """The max_tokens charged for rate limiting when a request sends none (§6.3); ``None``: the model's
     own default from the catalog, as Kimi charges it."""
+    catalog: str = "full"
+    """``"full"``: every model kimiflow knows; ``"online"``: only the models still served in late 2026,
+    the retired ids answering Kimi's 404 (kimi-api.md §2.5)."""
+    strict_conversations: bool = True
+    """Refuse conversations Kimi refuses (missing tool replies or ``reasoning_content``, duplicate tool-call
+    ids); ``False`` accepts them, for users who also test against a laxer provider."""
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
@@ -138,6 +144,8 @@ class SimConfig:
             raise ValueError("max_file_bytes and max_files must be positive")
         if self.default_max_tokens is not None and self.default_max_tokens <= 0:
             raise ValueError("default_max_tokens must be positive")
+        if self.catalog not in ("full", "online"):
+            raise ValueError(f"catalog must be 'full' or 'online', got {self.catalog!r}")
 
     @property
     def latency_model(self) -> LatencyModel:

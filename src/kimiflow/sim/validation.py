@@ -5,15 +5,27 @@ The output is a ``ChatRequest`` with every parameter resolved, so generation nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from kimiflow.core.catalog import ModelInfo, model_info
 from kimiflow.core.tokens import estimate_message_tokens
 from kimiflow.sim import errors
+from kimiflow.sim.rules import (
+    check_conversation,
+    check_fixed_sampling,
+    check_tool_choice,
+    check_tool_name,
+    check_tools_allowed,
+    fixed_temperature,
+    resolve_thinking,
+)
 from kimiflow.sim.structured import schema_error
+
+if TYPE_CHECKING:
+    from kimiflow.sim.config import SimConfig
 
 _ROLES = frozenset({"system", "user", "assistant", "tool", "cache"})
 _decoder = msgspec.json.Decoder()
@@ -30,7 +42,12 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated chat-completion request."""
+    """A validated chat-completion request.
+
+    ``model`` is the catalog entry as this request runs it: its ``reasoning`` is whether thinking is
+    on for this request (``thinking: {"type": "disabled"}`` on kimi-k2.6 turns it off), so everything
+    downstream emits ``reasoning_content`` exactly when Kimi would.
+    """
 
     model: ModelInfo
     messages: list[dict[str, Any]]
@@ -44,6 +61,13 @@ class ChatRequest:
     tool_choice: Any
     response_format: dict[str, Any] | None = None
     """A ``json_object`` or ``json_schema`` format (its schema checked as MFJS); None for text."""
+    keep_all_reasoning: bool = False
+    """``thinking.keep == "all"`` on a model that accepts it (preserved thinking)."""
+
+    @property
+    def thinking(self) -> bool:
+        """Whether this request reasons before it answers."""
+        return self.model.reasoning
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
@@ -59,15 +83,16 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def resolve_model(data: dict[str, Any]) -> ModelInfo:
-    """The catalog entry for ``data["model"]``: 400 when missing, 404 when unknown."""
+def resolve_model(data: dict[str, Any], catalog: str = "full") -> ModelInfo:
+    """The catalog entry for ``data["model"]``: 400 when missing, 404 when unknown, or retired when
+    ``catalog`` is ``"online"``."""
     model = data.get("model")
     if model is None or model == "":
         raise errors.invalid_request("model is required")
     if not isinstance(model, str):
         raise errors.invalid_request("model must be a string")
     info = model_info(model)
-    if info is None:
+    if info is None or (catalog == "online" and not info.online_2026):
         raise errors.model_not_found(model)
     return info
 
@@ -188,10 +213,7 @@ def _tools(data: dict[str, Any]) -> list[ToolSpec]:
                 raise errors.invalid_request(f"unknown builtin_function {name!r}; only $web_search exists")
             specs.append(ToolSpec(name, True, {}))
         elif kind == "function":
-            if name[0].isdigit():
-                raise errors.invalid_request(
-                    f"tools[{i}].function.name {name!r} must not start with a digit; start it with a letter or _"
-                )
+            check_tool_name(i, name)
             parameters = function.get("parameters") or {"type": "object", "properties": {}}
             problem = schema_error(parameters, "tools")
             if problem is not None:
@@ -220,27 +242,37 @@ def _stop(data: dict[str, Any]) -> list[str]:
     return stops
 
 
-def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
-    """Check a decoded chat-completion body; raise ``SimError`` with Kimi's status/type/message."""
-    info = resolve_model(data)
+def validate_chat_request(data: dict[str, Any], config: SimConfig | None = None) -> ChatRequest:
+    """Check a decoded chat-completion body; raise ``SimError`` with Kimi's status/type/message.
+
+    ``config`` chooses the catalog (full or online) and whether the conversation rules apply.
+    """
+    info = resolve_model(data, config.catalog if config is not None else "full")
     messages = validate_messages(data)
     response_format = _response_format(data, messages)
     if "functions" in data or "function_call" in data:
         raise errors.invalid_request("functions and function_call are not supported, use tools instead")
+    thinking = resolve_thinking(data, info)
 
     temperature = _number(data, "temperature")
-    if temperature is not None:
-        if info.fixed_temperature is not None and temperature != info.fixed_temperature:
-            raise errors.bad_request(
-                f"invalid temperature: only {_format_temperature(info.fixed_temperature)} is allowed for this model"
-            )
-        if not 0 <= temperature <= 1:
-            raise errors.invalid_request(
-                f"temperature {_format_temperature(temperature)} is out of range, it must be in [0, 1]"
-            )
-    effective_temperature = temperature if temperature is not None else info.default_temperature
-
     n = _integer(data, "n")
+    check_fixed_sampling(info, thinking.enabled, {
+        "temperature": temperature,
+        "top_p": _number(data, "top_p"),
+        "n": n,
+        "presence_penalty": _number(data, "presence_penalty"),
+        "frequency_penalty": _number(data, "frequency_penalty"),
+    })
+    if temperature is not None and not 0 <= temperature <= 1:
+        raise errors.invalid_request(
+            f"temperature {_format_temperature(temperature)} is out of range, it must be in [0, 1]"
+        )
+    fixed = fixed_temperature(info, thinking.enabled)
+    if temperature is not None:
+        effective_temperature = temperature
+    else:
+        effective_temperature = fixed if fixed is not None else info.default_temperature
+
     n = 1 if n is None else n
     if not 1 <= n <= 5:
         raise errors.invalid_request(f"n must be between 1 and 5, got {n}")
@@ -269,13 +301,11 @@ def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
         include_usage = bool(stream_options.get("include_usage", False))
 
     tools = _tools(data)
+    check_tools_allowed(info, bool(tools))
     tool_choice = data.get("tool_choice")
-    if tool_choice == "required":
-        if info.reasoning:
-            raise errors.bad_request("tool_choice 'required' is incompatible with thinking enabled")
-        raise errors.invalid_request("tool_choice 'required' is not supported, use 'auto' or 'none'")
-    if tool_choice is not None and tool_choice not in ("auto", "none") and not isinstance(tool_choice, dict):
-        raise errors.invalid_request("tool_choice must be 'auto', 'none' or a {\"type\":\"function\"} object")
+    check_tool_choice(tool_choice, info, thinking.enabled)
+    if config is None or config.strict_conversations:
+        check_conversation(messages, thinking.enabled)
 
     prompt_tokens = estimate_message_tokens(messages)
     if prompt_tokens > info.context_length:
@@ -284,7 +314,7 @@ def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
         raise errors.bad_request(f"Your request exceeded model token limit : {info.context_length}")
 
     return ChatRequest(
-        model=info,
+        model=info if info.reasoning == thinking.enabled else replace(info, reasoning=thinking.enabled),
         messages=messages,
         prompt_tokens=prompt_tokens,
         max_tokens=max_tokens,
@@ -295,4 +325,5 @@ def validate_chat_request(data: dict[str, Any]) -> ChatRequest:
         tools=tools,
         tool_choice=tool_choice,
         response_format=response_format,
+        keep_all_reasoning=thinking.keep_all,
     )
