@@ -22,6 +22,7 @@ from typing import Any
 
 from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.structured import (
+    DEFAULT_MAX_VALIDATION_RETRIES,
     STRUCTURED_MODES,
     AnswerBudgetExceededError,
     AnswerValidationError,
@@ -39,8 +40,6 @@ from kimiflow.types.parsed import ParsedChatCompletion, parsed_from
 
 logger = logging.getLogger("kimiflow")
 
-DEFAULT_MAX_VALIDATION_RETRIES = 2
-"""Re-asks after an invalid answer before ``parse()`` gives up (so at most 3 requests)."""
 _RESERVED = ("stream", "response_format", "model", "messages")
 
 

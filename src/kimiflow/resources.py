@@ -16,7 +16,6 @@ from kimiflow.core import endpoints
 from kimiflow.core.config import ClientConfig, TimeoutLike
 from kimiflow.core.options import CallOptions
 from kimiflow.core.requests import RequestSpec
-from kimiflow.parse_loop import DEFAULT_MAX_VALIDATION_RETRIES, ParseLoop
 from kimiflow.streaming import (
     AsyncChatCompletionStream,
     AsyncStream,
@@ -25,7 +24,7 @@ from kimiflow.streaming import (
     Stream,
     StreamManager,
 )
-from kimiflow.structured import StructuredMode
+from kimiflow.structured import DEFAULT_MAX_VALIDATION_RETRIES, StructuredMode
 from kimiflow.types.account import TokenCount
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
 from kimiflow.types.files import FileDeleted, FileList, FileObject
@@ -150,6 +149,8 @@ class Completions:
         >>> resp = client.chat.completions.parse(model="kimi-k2.6", messages=msgs, response_format=Ticket)
         >>> resp.choices[0].message.parsed.priority
         """
+        from kimiflow.parse_loop import ParseLoop  # loaded on first use: keeps `import kimiflow` light
+
         loop = ParseLoop(model, messages, response_format, params=params, token_budget=token_budget,
                          max_validation_retries=max_validation_retries, structured_mode=structured_mode)
         options = CallOptions(self._client._config, timeout, max_retries)
@@ -297,6 +298,8 @@ class AsyncCompletions:
         >>> resp = await aclient.chat.completions.parse(model="kimi-k2.6", messages=msgs, response_format=Ticket)
         >>> resp.choices[0].message.parsed.priority
         """
+        from kimiflow.parse_loop import ParseLoop  # loaded on first use: keeps `import kimiflow` light
+
         loop = ParseLoop(model, messages, response_format, params=params, token_budget=token_budget,
                                max_validation_retries=max_validation_retries, structured_mode=structured_mode)
         options = CallOptions(self._client._config, timeout, max_retries)

@@ -27,7 +27,6 @@ from typing import Any, Literal
 import msgspec
 
 from kimiflow.core.errors import InvalidArgumentError, KimiflowError
-from kimiflow.core.schema import to_mfjs
 from kimiflow.types.chat import Usage
 
 StructuredMode = Literal["json_schema", "json_object"]
@@ -40,6 +39,9 @@ STRUCTURED_MODES: tuple[tuple[str, StructuredMode], ...] = (
 """Model-id prefixes and the response_format each accepts (kimi-structured.md §1); the first match
 wins and any other model gets ``json_object`` with the schema in the system prompt. Data, so a
 caller can pass its own table when Kimi's support changes."""
+
+DEFAULT_MAX_VALIDATION_RETRIES = 2
+"""Re-asks after an invalid answer before ``parse()`` gives up (so at most 3 requests)."""
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
@@ -184,6 +186,9 @@ def build_parse_request(
     chosen = mode or structured_mode(model, modes)
     if chosen not in ("json_schema", "json_object"):
         raise InvalidArgumentError(f"mode must be 'json_schema' or 'json_object', got {chosen!r}")
+    # Imported here: the normaliser is the heaviest import of the package and only parse() needs it.
+    from kimiflow.core.schema import to_mfjs
+
     schema = to_mfjs(target)
     schema_name = _NAME_CHARS.sub("_", name or _type_name(target))[:64] or "answer"
     out = [dict(m) for m in messages]
