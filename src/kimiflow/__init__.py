@@ -33,12 +33,19 @@ from kimiflow.core.errors import (
 )
 from kimiflow.core.retry import RetryPolicy
 from kimiflow.streaming import AsyncChatCompletionStream, AsyncStream, ChatCompletionStream, Stream
+from kimiflow.structured import (
+    AnswerBudgetExceededError,
+    AnswerValidationError,
+    StructuredAnswerError,
+    TruncatedAnswerError,
+)
 from kimiflow.types import (
     WEB_SEARCH_TOOL,
     ChatCompletion,
     ChatCompletionChunk,
     Usage,
 )
+from kimiflow.types.parsed import ParsedChatCompletion
 
 __all__ = [
     "WEB_SEARCH_TOOL",
@@ -46,6 +53,8 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "AnswerBudgetExceededError",
+    "AnswerValidationError",
     "AsyncChatCompletionStream",
     "AsyncKimi",
     "AsyncStream",
@@ -66,6 +75,7 @@ __all__ = [
     "KimiflowError",
     "MalformedResponseError",
     "NotFoundError",
+    "ParsedChatCompletion",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
@@ -73,7 +83,9 @@ __all__ = [
     "Stream",
     "StreamError",
     "StreamIdleTimeoutError",
+    "StructuredAnswerError",
     "Timeouts",
+    "TruncatedAnswerError",
     "Usage",
     "__version__",
 ]

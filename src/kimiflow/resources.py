@@ -24,13 +24,16 @@ from kimiflow.streaming import (
     Stream,
     StreamManager,
 )
+from kimiflow.structured import DEFAULT_MAX_VALIDATION_RETRIES, StructuredMode
 from kimiflow.types.account import TokenCount
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
 from kimiflow.types.files import FileDeleted, FileList, FileObject
 from kimiflow.types.models import ModelList
 from kimiflow.types.params import ChatCompletionOptions, MessageParam
+from kimiflow.types.parsed import ParsedChatCompletion
 
 T = TypeVar("T")
+ParsedT = TypeVar("ParsedT")
 
 
 class SyncSender(Protocol):
@@ -111,6 +114,52 @@ class Completions:
         spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
         return StreamManager(lambda: ChatCompletionStream(self._client._open_stream(spec, options)),
                              ChatCompletionStream.close)
+
+    @overload
+    def parse(self, *, model: str, messages: Sequence[MessageParam], response_format: type[ParsedT],
+              max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+              structured_mode: StructuredMode | None = None,
+              extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+              timeout: TimeoutLike = None, max_retries: int | None = None,
+              **params: Any) -> ParsedChatCompletion[ParsedT]: ...
+
+    @overload
+    def parse(self, *, model: str, messages: Sequence[MessageParam], response_format: Mapping[str, Any],
+              max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+              structured_mode: StructuredMode | None = None,
+              extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+              timeout: TimeoutLike = None, max_retries: int | None = None,
+              **params: Any) -> ParsedChatCompletion[dict[str, Any]]: ...
+
+    def parse(self, *, model: str, messages: Sequence[MessageParam], response_format: Any,
+              max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+              structured_mode: StructuredMode | None = None,
+              extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+              timeout: TimeoutLike = None, max_retries: int | None = None,
+              **params: Any) -> ParsedChatCompletion[Any]:
+        """A completion whose ``choices[i].message.parsed`` is a validated ``response_format`` object.
+
+        ``response_format`` is a msgspec Struct, dataclass, TypedDict, pydantic model or JSON Schema
+        dict. An invalid answer is re-asked up to ``max_validation_retries`` times (HTTP errors
+        follow ``max_retries`` as usual); ``token_budget`` stops re-asking once that many tokens are
+        spent; ``usage`` is the total over all attempts. Raises ``AnswerValidationError``,
+        ``TruncatedAnswerError`` or ``AnswerBudgetExceededError`` (each with ``usage`` and
+        ``completions``).
+
+        >>> resp = client.chat.completions.parse(model="kimi-k2.6", messages=msgs, response_format=Ticket)
+        >>> resp.choices[0].message.parsed.priority
+        """
+        from kimiflow.parse_loop import ParseLoop  # loaded on first use: keeps `import kimiflow` light
+
+        loop = ParseLoop(model, messages, response_format, params=params, token_budget=token_budget,
+                         max_validation_retries=max_validation_retries, structured_mode=structured_mode)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        for body in loop.bodies():
+            spec = endpoints.chat_completion(body, extra_body=extra_body, extra_headers=extra_headers)
+            result = loop.feed(self._client._call(spec, options))
+            if result is not None:
+                return result
+        raise loop.failure()
 
 
 class Chat:
@@ -214,6 +263,52 @@ class AsyncCompletions:
             return AsyncChatCompletionStream(await self._client._open_stream(spec, options))
 
         return AsyncStreamManager(opener, AsyncChatCompletionStream.close)
+
+    @overload
+    async def parse(self, *, model: str, messages: Sequence[MessageParam], response_format: type[ParsedT],
+                    max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+                    structured_mode: StructuredMode | None = None,
+                    extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                    timeout: TimeoutLike = None, max_retries: int | None = None,
+                    **params: Any) -> ParsedChatCompletion[ParsedT]: ...
+
+    @overload
+    async def parse(self, *, model: str, messages: Sequence[MessageParam], response_format: Mapping[str, Any],
+                    max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+                    structured_mode: StructuredMode | None = None,
+                    extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                    timeout: TimeoutLike = None, max_retries: int | None = None,
+                    **params: Any) -> ParsedChatCompletion[dict[str, Any]]: ...
+
+    async def parse(self, *, model: str, messages: Sequence[MessageParam], response_format: Any,
+                    max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+                    structured_mode: StructuredMode | None = None,
+                    extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                    timeout: TimeoutLike = None, max_retries: int | None = None,
+                    **params: Any) -> ParsedChatCompletion[Any]:
+        """A completion whose ``choices[i].message.parsed`` is a validated ``response_format`` object.
+
+        ``response_format`` is a msgspec Struct, dataclass, TypedDict, pydantic model or JSON Schema
+        dict. An invalid answer is re-asked up to ``max_validation_retries`` times (HTTP errors
+        follow ``max_retries`` as usual); ``token_budget`` stops re-asking once that many tokens are
+        spent; ``usage`` is the total over all attempts. Raises ``AnswerValidationError``,
+        ``TruncatedAnswerError`` or ``AnswerBudgetExceededError`` (each with ``usage`` and
+        ``completions``).
+
+        >>> resp = await aclient.chat.completions.parse(model="kimi-k2.6", messages=msgs, response_format=Ticket)
+        >>> resp.choices[0].message.parsed.priority
+        """
+        from kimiflow.parse_loop import ParseLoop  # loaded on first use: keeps `import kimiflow` light
+
+        loop = ParseLoop(model, messages, response_format, params=params, token_budget=token_budget,
+                               max_validation_retries=max_validation_retries, structured_mode=structured_mode)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        for body in loop.bodies():
+            spec = endpoints.chat_completion(body, extra_body=extra_body, extra_headers=extra_headers)
+            result = loop.feed(await self._client._call(spec, options))
+            if result is not None:
+                      return result
+        raise loop.failure()
 
 
 class AsyncChat:

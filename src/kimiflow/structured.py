@@ -27,7 +27,7 @@ from typing import Any, Literal
 import msgspec
 
 from kimiflow.core.errors import InvalidArgumentError, KimiflowError
-from kimiflow.core.schema import to_mfjs
+from kimiflow.types.chat import Usage
 
 StructuredMode = Literal["json_schema", "json_object"]
 
@@ -40,8 +40,13 @@ STRUCTURED_MODES: tuple[tuple[str, StructuredMode], ...] = (
 wins and any other model gets ``json_object`` with the schema in the system prompt. Data, so a
 caller can pass its own table when Kimi's support changes."""
 
+DEFAULT_MAX_VALIDATION_RETRIES = 2
+"""Re-asks after an invalid answer before ``parse()`` gives up (so at most 3 requests)."""
+
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")
+# Validator messages that quote the answer itself: cut to their rule for exception text and logs.
+_QUOTES_ANSWER = re.compile(r"(Invalid enum value|unknown field)\b.*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -52,27 +57,62 @@ class FieldError:
     message: str
 
 
-class AnswerValidationError(KimiflowError, ValueError):
+def redacted_message(message: str) -> str:
+    """A validation message without the parts that quote the answer (enum values, unknown keys).
+
+    >>> redacted_message("Invalid enum value 'secret'")
+    'Invalid enum value'
+    """
+    return _QUOTES_ANSWER.sub(lambda m: m.group(1), message)
+
+
+class StructuredAnswerError(KimiflowError):
+    """No valid structured answer came back. ``usage`` is the total over every attempt (re-asks
+    included) and ``completions`` each attempt's completion, when a client's ``parse()`` raised it."""
+
+    usage: Usage | None
+    completions: list[Any]
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.usage = None
+        self.completions = []
+
+
+class AnswerValidationError(StructuredAnswerError, ValueError):
     """The answer is not valid JSON or does not match the type; ``errors`` lists them by JSON path.
 
     The message names paths and rules only; the answer itself is in ``content``, never in the text.
     """
 
     def __init__(self, type_name: str, errors: list[FieldError], content: str | None) -> None:
-        shown = "; ".join(f"{e.path}: {e.message}" for e in errors[:5])
+        shown = "; ".join(f"{e.path}: {redacted_message(e.message)}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         super().__init__(f"the answer does not match {type_name}: {shown}{more}")
         self.errors = errors
         self.content = content
 
 
-class TruncatedAnswerError(KimiflowError):
-    """The answer stopped at ``max_tokens`` (``finish_reason: "length"``) before the JSON was complete."""
+class TruncatedAnswerError(StructuredAnswerError):
+    """The answer stopped at ``max_tokens`` (``finish_reason: "length"``) before the JSON was complete.
+
+    ``completion`` is the raw truncated completion when a client's ``parse()`` raised it.
+    """
 
     def __init__(self, message: str, content: str | None, reasoning_content: str | None) -> None:
         super().__init__(message)
         self.content = content
         self.reasoning_content = reasoning_content
+        self.completion: Any = None
+
+
+class AnswerBudgetExceededError(StructuredAnswerError):
+    """``parse()``'s ``token_budget`` was spent before a valid answer came; ``last_error`` says why
+    the last answer was rejected."""
+
+    def __init__(self, message: str, last_error: AnswerValidationError) -> None:
+        super().__init__(message)
+        self.last_error = last_error
 
 
 @dataclass(frozen=True)
@@ -146,6 +186,9 @@ def build_parse_request(
     chosen = mode or structured_mode(model, modes)
     if chosen not in ("json_schema", "json_object"):
         raise InvalidArgumentError(f"mode must be 'json_schema' or 'json_object', got {chosen!r}")
+    # Imported here: the normaliser is the heaviest import of the package and only parse() needs it.
+    from kimiflow.core.schema import to_mfjs
+
     schema = to_mfjs(target)
     schema_name = _NAME_CHARS.sub("_", name or _type_name(target))[:64] or "answer"
     out = [dict(m) for m in messages]

@@ -149,3 +149,43 @@ def test_thinking_model_reasoning_goes_to_stderr_answer_to_stdout(run, sim_env) 
     assert row.reasoning and row.answer
     assert result.stdout == row.answer + "\n"
     assert row.reasoning in result.stderr
+
+
+_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}},
+           "required": ["city", "rank"], "additionalProperties": False}
+
+
+def test_schema_answers_one_validated_json_object(run, sim_env, tmp_path: Path) -> None:
+    import jsonschema
+
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(_SCHEMA), encoding="utf-8")
+    requests_before = sim_env.stats.chat_completions
+    result = run("chat", "北京 上海 rank them", "--schema", str(schema_file), "--usage", "-m", "kimi-k2.6")
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    jsonschema.validate(answer, _SCHEMA)
+    assert result.stdout.count("\n") == 1
+    assert "1 attempt(s)" in result.stderr and "tokens" in result.stderr
+    assert sim_env.stats.chat_completions == requests_before + 1
+    whole = json.loads(run("chat", "北京 rank", "--schema", str(schema_file), "--json").stdout)
+    assert whole["object"] == "chat.completion" and json.loads(whole["choices"][0]["message"]["content"])
+
+
+def test_schema_file_problems_are_one_line_errors(run, sim_env, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]", encoding="utf-8")
+    unsupported = tmp_path / "open.json"
+    unsupported.write_text(json.dumps({"type": "object", "properties": {"a": {"type": "date"}}}), encoding="utf-8")
+    bad = run("chat", "hi", "--schema", str(broken))
+    assert bad.exit_code == 2 and "is not valid JSON" in bad.stderr
+    assert "must hold a JSON Schema object" in run("chat", "hi", "--schema", str(listed)).stderr
+    no_prompt = run("chat", "--schema", str(listed), input="")
+    assert no_prompt.exit_code == 2
+    requests_before = sim_env.stats.chat_completions
+    rejected = run("chat", "hi", "--schema", str(unsupported))
+    assert "type 'date' is not supported" in rejected.stderr
+    assert rejected.exit_code == 1 and rejected.stderr.startswith("Error: ") and rejected.stderr.count("\n") == 1
+    assert sim_env.stats.chat_completions == requests_before  # refused before anything was sent

@@ -241,3 +241,29 @@ def test_openai_sdk_parse_with_a_schema_kimi_rejects_gets_kimis_400(sim: Any) ->
         )
     assert "<At path 'properties.version': const is not supported>" in str(info.value)
     sdk.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answer_faults_spoil_the_answer_alike_in_json_and_stream(api: Api, stream: bool) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+              "required": ["city", "n"], "additionalProperties": False}
+    body = {"messages": user("北京 weather"), "response_format": _format(schema), "stream": stream}
+    good = (await api.chat({**body, "stream": False})).json()["choices"][0]["message"]["content"]
+
+    async def answer(fault: str, **extra: Any) -> tuple[str, str | None, str]:
+        reply = await api.chat({**body, **extra}, headers={"X-Kimiflow-Sim-Fault": fault})
+        assert reply.status == 200
+        if not stream:
+            choice = reply.json()["choices"][0]
+            return choice["message"]["content"], choice["finish_reason"], choice["message"].get("reasoning_content", "")
+        events = [e for e in reply.events() if e != "[DONE]" and e["choices"]]
+        content = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+        reasoning = "".join(e["choices"][0]["delta"].get("reasoning_content") or "" for e in events)
+        return content, events[-1]["choices"][0]["finish_reason"], reasoning
+
+    assert await answer("invalid-json") == (f"```json\n{good}\n```", "stop", "")
+    violated, reason, _ = await answer("schema-violation")
+    assert reason == "stop" and json.loads(violated) == {**json.loads(good), "city": 12345}
+    assert await answer("truncated-json") == (good[: len(good) // 2], "length", "")
+    empty, reason, reasoning = await answer("empty-after-reasoning", model="kimi-k2.6", max_tokens=40)
+    assert empty == "" and reason == "length" and reasoning

@@ -28,10 +28,12 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print the raw completion JSON (implies --no-stream).")
 @click.option("--usage", "show_usage", is_flag=True, help="Print tokens, cost and latency after the answer.")
 @click.option("--no-log", is_flag=True, help="Do not log this exchange (or set KIMIFLOW_NO_LOG=1).")
+@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False),
+              help="Answer as one JSON object validated against this JSON Schema file (re-asked if invalid).")
 def chat(
     prompt: str | None, system: str | None, model: str | None, temperature: float | None,
     max_tokens: int | None, options: tuple[str, ...], files: tuple[str, ...], continue_last: bool,
-    cid: str | None, no_stream: bool, as_json: bool, show_usage: bool, no_log: bool,
+    cid: str | None, no_stream: bool, as_json: bool, show_usage: bool, no_log: bool, schema_file: str | None,
 ) -> None:
     """Ask Kimi PROMPT and stream the answer; with no PROMPT on a terminal, chat interactively.
 
@@ -50,6 +52,9 @@ def chat(
 
     if prompt is None and piped is not None:
         raise click.UsageError("no prompt: give one as an argument or pipe text in.")
+    schema = _load_schema(schema_file) if schema_file else None
+    if schema is not None and (prompt is None or continue_last or cid):
+        raise click.UsageError("--schema answers one PROMPT: give a prompt, without -c/--cid or the interactive chat.")
 
     from kimiflow.cli.connect import open_client, open_log
     from kimiflow.cli.conversation import Conversation
@@ -67,7 +72,9 @@ def chat(
             # Kimi's file-extract flow: the document's text goes in as a system message (kimi-api.md §7.4).
             extracted = [extract_text(client, path) for path in files]
             convo.system = "\n\n".join(part for part in (convo.system, *extracted) if part)
-        if prompt is None:
+        if schema is not None and prompt is not None:
+            _answer_as_json(convo, prompt, schema, as_json=as_json, show_usage=show_usage)
+        elif prompt is None:
             from kimiflow.cli.repl import run_repl
 
             run_repl(convo)
@@ -114,3 +121,43 @@ def _ask_once(convo: Conversation, prompt: str, *, stream: bool, as_json: bool, 
                    + (f", request {reply.request_id}" if reply.request_id else ""), err=True)
     if reply.interrupted:
         raise click.exceptions.Exit(130)
+
+
+def _load_schema(path: str) -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--schema") from None
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})",
+                                 param_hint="--schema") from None
+    if not isinstance(schema, dict):
+        raise click.BadParameter(f"{path} must hold a JSON Schema object, e.g. {{\"type\": \"object\", ...}}",
+                                 param_hint="--schema")
+    return schema
+
+
+def _answer_as_json(convo: Conversation, prompt: str, schema: dict[str, Any], *, as_json: bool,
+                    show_usage: bool) -> None:
+    """One validated JSON answer on stdout (``--json``: the whole last completion); not logged."""
+    import json
+
+    from kimiflow.cli.output import echo_json, format_cost, format_usage
+    from kimiflow.core.pricing import usage_cost_cny
+
+    messages: list[Any] = [{"role": "system", "content": convo.system}] if convo.system else []
+    messages.append({"role": "user", "content": prompt})
+    resp = convo.client.chat.completions.parse(model=convo.model, messages=messages, response_format=schema,
+                                               **convo.params)
+    if as_json:
+        echo_json(resp.to_dict())
+    else:
+        click.echo(json.dumps(resp.choices[0].message.parsed, ensure_ascii=False))
+    if show_usage and resp.usage is not None:
+        usage = resp.usage
+        click.echo(f"Usage: {format_usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)}, "
+                   f"cost {format_cost(usage_cost_cny(resp.model or convo.model, usage))}, "
+                   f"{len(resp.attempt_completions)} attempt(s)", err=True)

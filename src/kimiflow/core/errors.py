@@ -10,6 +10,11 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
     │   ├── RequestTooLargeError         a request can never fit the TPM/TPD limit (kimiflow.limits)
     │   └── InputError                   a batch input line is invalid (kimiflow.batch)
     ├── ClientClosedError                the client was closed, or an AsyncKimi used from another loop
+    ├── StructuredAnswerError            parse() got no valid answer (kimiflow.structured); ``usage`` and
+    │   │                                ``completions`` hold every attempt's cost and completion
+    │   ├── AnswerValidationError (ValueError)  not JSON, or not the type; errors by JSON path
+    │   ├── TruncatedAnswerError         finish_reason "length" before the JSON ended; raise max_tokens
+    │   └── AnswerBudgetExceededError    parse()'s token_budget ran out before a valid answer
     └── APIError                         anything that went wrong talking to the API
         ├── APIStatusError               the server answered with an error status
         │   ├── BadRequestError          400

@@ -47,6 +47,10 @@ Faults (``SimConfig(fault_rates=...)``, ``kimiflow sim --fault-rate``, or per re
   bytes instead of events as progress. JSON requests are answered normally.
 - ``trickle``: ``interval=S`` between stream events (added once to a JSON answer).
 - ``keepalive``: a ``: keep-alive`` comment before every stream event.
+- ``invalid-json``, ``schema-violation``, ``truncated-json``, ``empty-after-reasoning``: chat answers
+  a 200 whose answer is spoiled (fenced, wrong-typed, cut at "length", or all reasoning and no
+  content), JSON and stream alike, for re-ask and truncation tests; details in
+  ``kimiflow.sim.structured.ANSWER_FAULTS``.
 """
 
 from kimiflow.sim.app import Simulator, run_in_thread

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from kimiflow.core.pricing import cost_cny
 from kimiflow.sim import errors
-from kimiflow.sim.completion import ChoicePlan, plan_choices, usage_dict
+from kimiflow.sim.completion import ChoicePlan, apply_answer_fault, plan_choices, usage_dict
 from kimiflow.sim.faults import Fault, echoed_key_error
 from kimiflow.sim.http import (
     broken_json_response,
@@ -138,6 +138,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     stats.in_flight += 1
     try:
         plans = plan_choices(req, sim.config.seed, sim.corpus, forced)
+        apply_answer_fault(plans, fault.name if fault else None, req.max_tokens, sim.corpus)
         stats.chat_completions += 1
         if req.stream:
             stats.streams += 1

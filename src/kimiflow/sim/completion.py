@@ -20,7 +20,13 @@ from typing import Any
 import msgspec
 
 from kimiflow.sim import errors
-from kimiflow.sim.structured import json_answer, json_pieces
+from kimiflow.sim.structured import (
+    ANSWER_FAULTS,
+    EMPTY_AFTER_REASONING_TOKENS,
+    faulty_content,
+    json_answer,
+    json_pieces,
+)
 from kimiflow.sim.textgen import Corpus, cut_at_stop, default_answer_tokens, request_digest
 from kimiflow.sim.validation import ChatRequest, ToolSpec
 
@@ -190,6 +196,24 @@ def plan_choices(req: ChatRequest, seed: int, corpus: Corpus, forced_tokens: int
             plan.finish_reason = "stop"
         plans.append(plan)
     return plans
+
+
+def apply_answer_fault(plans: list[ChoicePlan], fault: str | None, max_tokens: int | None, corpus: Corpus) -> None:
+    """Spoil every answering (non-tool-call) choice as the answer fault ``fault`` asks (see ``ANSWER_FAULTS``)."""
+    if fault not in ANSWER_FAULTS:
+        return
+    for plan in plans:
+        if plan.tool_calls:
+            continue
+        if fault == "empty-after-reasoning":
+            budget = max_tokens or EMPTY_AFTER_REASONING_TOKENS
+            plan.reasoning, plan.reasoning_encoded = corpus.take(corpus.sentence_start(plan.index), budget)
+            plan.content, plan.content_encoded = [], []
+            plan.finish_reason = "length"
+            continue
+        plan.content, plan.content_encoded = json_pieces(faulty_content(fault, "".join(plan.content)))
+        if fault == "truncated-json":
+            plan.finish_reason = "length"
 
 
 def usage_dict(prompt_tokens: int, plans: list[ChoicePlan], reasoning_model: bool) -> dict[str, Any]:

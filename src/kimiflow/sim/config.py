@@ -36,6 +36,10 @@ FAULT_NAMES: tuple[str, ...] = (
     "truncated-200",
     "echo-key",
     "unterminated",
+    "invalid-json",
+    "schema-violation",
+    "truncated-json",
+    "empty-after-reasoning",
 )
 """Every fault the simulator can inject, by the name used in ``fault_rates`` and the fault header."""
 

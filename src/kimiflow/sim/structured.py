@@ -3,7 +3,8 @@
 Pure, no I/O. ``schema_error`` gives the 400 Kimi sends for a schema it rejects (kimi-structured.md
 §2); ``json_answer`` writes the content for ``json_schema`` (a value conforming to the schema) or
 ``json_object`` (an object), deterministic from the request digest, with strings made from the
-words of the last user message; ``json_pieces`` cuts it into token-sized pieces for streaming.
+words of the last user message; ``json_pieces`` cuts it into token-sized pieces for streaming;
+``faulty_content`` spoils an answer the way the answer faults (``ANSWER_FAULTS``) ask.
 """
 
 from __future__ import annotations
@@ -218,3 +219,35 @@ def json_pieces(text: str) -> tuple[list[str], list[bytes]]:
     """``text`` cut into token-sized pieces (one CJK character, a word of up to 6 letters, a symbol)."""
     pieces = _PIECE.findall(text)
     return pieces, [_encode(p) for p in pieces]
+
+
+ANSWER_FAULTS: tuple[str, ...] = ("invalid-json", "schema-violation", "truncated-json", "empty-after-reasoning")
+"""Faults that spoil the answer itself (a 200 with a bad structured answer), for re-ask tests:
+``invalid-json`` wraps the content in a Markdown code fence; ``schema-violation`` gives the first
+field of the object a value of the wrong JSON type (string <-> number; an empty object becomes
+``[]``); ``truncated-json`` cuts the content in half with ``finish_reason: "length"``;
+``empty-after-reasoning`` spends the whole budget (``max_tokens``, else 256) on reasoning_content
+and answers nothing, with ``finish_reason: "length"``."""
+
+EMPTY_AFTER_REASONING_TOKENS = 256
+
+
+def _wrong_type(value: Any) -> Any:
+    return 12345 if isinstance(value, str) else "not the expected type"
+
+
+def faulty_content(fault: str, content: str) -> str:
+    """``content`` spoiled as the ``invalid-json``, ``schema-violation`` or ``truncated-json`` fault asks."""
+    if fault == "invalid-json":
+        return "```json\n" + content + "\n```"
+    if fault == "truncated-json":
+        return content[: len(content) // 2]
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return _encode([content]).decode()
+    if isinstance(value, dict) and value:
+        first = next(iter(value))
+        value[first] = _wrong_type(value[first])
+        return _encode(value).decode()
+    return _encode([value] if not isinstance(value, dict) else []).decode()
