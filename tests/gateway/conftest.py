@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from kimiflow.gateway import Gateway, GatewaySettings, UpstreamConfig
+from kimiflow.gateway import Gateway, GatewaySettings, UpstreamConfig, serve
 from kimiflow.gateway.manage import create_key, limits_from
 from kimiflow.sim import SimConfig, Simulator, run_in_thread
 
@@ -63,10 +63,10 @@ def start_gateway(settings: GatewaySettings) -> tuple[RunningGateway, Callable[[
     ready = threading.Event()
     box: dict[str, Any] = {}
 
-    def serve() -> None:
+    def run_server() -> None:
         asyncio.set_event_loop(loop)
         try:
-            box["url"] = loop.run_until_complete(gw.start("127.0.0.1", 0))
+            box["url"] = loop.run_until_complete(serve(gw, "127.0.0.1", 0))
         except BaseException as exc:
             box["error"] = exc
             ready.set()
@@ -76,7 +76,7 @@ def start_gateway(settings: GatewaySettings) -> tuple[RunningGateway, Callable[[
         loop.run_until_complete(gw.stop())
         loop.close()
 
-    thread = threading.Thread(target=serve, name="kimiflow-gateway", daemon=True)
+    thread = threading.Thread(target=run_server, name="kimiflow-gateway", daemon=True)
     thread.start()
     assert ready.wait(15), "the gateway did not start"
     if "error" in box:

@@ -117,6 +117,8 @@ def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: 
 async def _serve(gw: Any, host: str, port: int) -> None:
     import logging
 
+    from kimiflow.gateway.routes import serve
+
     if not logging.getLogger().handlers:  # the access log goes to stderr unless the host configured logging
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("kimiflow.gateway.access").setLevel(logging.INFO)
@@ -125,7 +127,7 @@ async def _serve(gw: Any, host: str, port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        url = await gw.start(host, port)
+        url = await serve(gw, host, port)
     except OSError as exc:
         await gw.stop()
         if exc.errno == errno.EADDRINUSE:

@@ -77,9 +77,12 @@ def new_request_id() -> str:
 
 
 class Gateway:
-    """A gateway instance: ``await gateway.start(host, port)`` serves it, ``await gateway.stop()`` ends it.
+    """A gateway instance: ``await routes.serve(gateway, host, port)`` serves it, ``await gateway.stop()`` ends it.
 
-    >>> gateway = Gateway(settings); url = await gateway.start("127.0.0.1", 8787)
+    The routes live in their own modules (``proxy``, ``files``, ``admin``, ``page``) and are put
+    together by ``kimiflow.gateway.routes``, so this module never imports them.
+
+    >>> gateway = Gateway(settings); url = await serve(gateway, "127.0.0.1", 8787)
     """
 
     def __init__(self, settings: GatewaySettings, store: GatewayStore | None = None) -> None:
@@ -172,26 +175,16 @@ class Gateway:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def build_app(self) -> web.Application:
-        from kimiflow.gateway import admin, files, page, proxy
-
-        self.page_sessions = page.Sessions()
-        app = web.Application(client_max_size=files.MAX_UPLOAD_BYTES)
-        proxy.add_routes(app, self)
-        files.add_routes(app, self)
-        admin.add_routes(app, self)
-        page.add_routes(app, self)
-        return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 8787) -> str:
-        """Open the store's keys, the upstream pool and the listening socket; returns the URL served."""
+    async def start(self, app: web.Application, host: str = "127.0.0.1", port: int = 8787) -> str:
+        """Serve ``app`` (``kimiflow.gateway.routes.build_app(gateway)``): open the store's keys, the
+        upstream pool and the listening socket; returns the URL served. ``routes.serve`` does both."""
         self.ledger = LedgerWriter(self.store, journal_path(self.settings.db_path), on_committed=self._committed)
         await asyncio.to_thread(self.ledger.recover)  # rows a killed process journaled but never committed
         self.ledger.start()
         await self.upstream.start()
         await self.reload_keys(force=True)
         self._poller = asyncio.get_running_loop().create_task(self._poll_keys(), name="kimiflow-gateway-keys")
-        self._runner = web.AppRunner(self.build_app(), handler_cancellation=True,
+        self._runner = web.AppRunner(app, handler_cancellation=True,
                                      shutdown_timeout=self.settings.shutdown_grace, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
