@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from pathlib import Path
 
 import click
 
@@ -41,6 +42,9 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     tier = "none (no limits)" if config.tier is None else str(config.tier)
     click.echo(f"Kimi API simulator listening on {sim.base_url}  (tier {tier}, latency {config.latency})")
     click.echo(f"API key: {sim.api_key}")
+    script = config.answer_script
+    if script is not None:
+        click.echo(f"Scripted answers: {len(script)} from {script.source} (others generated)")
     click.echo("Point a client at it:")
     click.echo(f"  export MOONSHOT_BASE_URL={sim.base_url}")
     click.echo(f"  export MOONSHOT_API_KEY={sim.api_key}")
@@ -66,13 +70,23 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     "--fault-rate", "fault_rate", callback=_fault_rates,
     help="Random faults per request, e.g. 500=0.05,reset=0.02 (names as in X-Kimiflow-Sim-Fault).",
 )
+@click.option(
+    "--answers", "answers", type=click.Path(dir_okay=False, path_type=Path),
+    help='Scripted answers, JSONL: {"match": "退货政策", "reply": "七天无理由退货。"} a line (see kimiflow.sim.answers).',
+)
 def sim(
     host: str, port: int, tier: int | None, latency: str, seed: int, keys: tuple[str, ...], balance: float,
-    fault_rate: dict[str, float],
+    fault_rate: dict[str, float], answers: Path | None,
 ) -> None:
-    """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C."""
+    """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C.
+
+    With --answers FILE, a request whose last user message contains a line's "match" gets that
+    line's "reply"; `kimiflow logs --export-answers FILE` writes one from your logged chats.
+    """
     try:
-        config = SimConfig(tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate)
+        config = SimConfig(
+            tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate, answers=answers,
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:

@@ -7,12 +7,17 @@ microseconds.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kimiflow.core.tiers import TIERS
+
+if TYPE_CHECKING:
+    from kimiflow.sim.answers import AnswerScript
 
 DEFAULT_KEY = "sk-sim-kimiflow-local-0000000000000000"
 """The key a simulator accepts when ``SimConfig.keys`` is empty."""
@@ -111,6 +116,9 @@ class SimConfig:
     default_max_tokens: int | None = None
     """The max_tokens charged for rate limiting when a request sends none (§6.3); ``None``: the model's
     own default from the catalog, as Kimi charges it."""
+    answers: AnswerScript | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None
+    """Scripted answers (``kimiflow.sim.answers``): a JSONL path, a list of answer objects or an
+    ``AnswerScript``; loaded and checked here, so a bad script fails at configuration time."""
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
@@ -138,6 +146,11 @@ class SimConfig:
             raise ValueError("max_file_bytes and max_files must be positive")
         if self.default_max_tokens is not None and self.default_max_tokens <= 0:
             raise ValueError("default_max_tokens must be positive")
+        if self.answers is not None:
+            # Imported here: the answers module builds on modules that import this one.
+            from kimiflow.sim.answers import load_answers
+
+            object.__setattr__(self, "answers", load_answers(self.answers))
 
     @property
     def latency_model(self) -> LatencyModel:
@@ -145,6 +158,13 @@ class SimConfig:
         if isinstance(self.latency, LatencyModel):
             return self.latency
         return LATENCY_PRESETS[self.latency]
+
+    @property
+    def answer_script(self) -> AnswerScript | None:
+        """The loaded scripted answers, or ``None`` when every answer is generated."""
+        from kimiflow.sim.answers import AnswerScript
+
+        return self.answers if isinstance(self.answers, AnswerScript) else None
 
     @property
     def accepted_keys(self) -> tuple[str, ...]:
