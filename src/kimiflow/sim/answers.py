@@ -15,8 +15,10 @@ Conditions (at least one; all given must hold; ``"match": ""`` matches every req
 - ``model``: the request's model id, exactly;
 - ``match_system``: a substring of the system message(s);
 - ``request``: an object matched as a subset of the request body: every key it names must be in
-  the body with a matching value (objects recursively as subsets, lists element by element with
-  the same length, other values equal), e.g. ``{"temperature": 0.3, "stream": true}``.
+  the body with a matching value: objects recursively as subsets; a list when its items match
+  items of the body's list in the same order (others may lie between); other values equal. E.g.
+  ``{"temperature": 0.3}``, or ``{"messages": [{"role": "tool"}]}`` for the turn after a tool result
+  (put that line before the one that makes the tool call: the last user message is still the same).
 
 Reply (at least one of ``reply``, ``tool_calls``, ``error``, ``fault``):
 
@@ -30,7 +32,7 @@ Reply (at least one of ``reply``, ``tool_calls``, ``error``, ``fault``):
 - ``fault``: a fault as in the ``X-Kimiflow-Sim-Fault`` header, e.g. ``"cut;after=3"`` or
   ``"500"``; a fault header on the request itself takes precedence.
 
-``comment`` is ignored. Token counts come from the simulator's estimator, so usage, ``max_tokens``
+``comment`` is ignored; a line holding only a comment is skipped. Token counts come from the simulator's estimator, so usage, ``max_tokens``
 (truncation with ``finish_reason: "length"``), ``stop``, billing and rate limits treat a scripted
 reply like a generated one, and a stream sends it in about one chunk per token.
 """
@@ -50,8 +52,9 @@ import msgspec
 
 from kimiflow.core.tokens import estimate_text_tokens
 from kimiflow.sim.completion import ChoicePlan, ToolCallPlan
+from kimiflow.sim.config import FAULT_NAMES
 from kimiflow.sim.errors import SimError
-from kimiflow.sim.faults import Fault, status_fault_error
+from kimiflow.sim.faults import FAULT_HEADER, Fault, status_fault_error
 from kimiflow.sim.textgen import cut_at_stop
 from kimiflow.sim.validation import ChatRequest
 
@@ -143,11 +146,12 @@ def _is_subset(pattern: Any, value: Any) -> bool:
             key in value and _is_subset(sub, value[key]) for key, sub in pattern.items()
         )
     if isinstance(pattern, list):
-        return (
-            isinstance(value, list)
-            and len(pattern) == len(value)
-            and all(_is_subset(p, v) for p, v in zip(pattern, value, strict=True))
-        )
+        if not isinstance(value, list):
+            return False
+        # In order, not necessarily adjacent: [{"role": "tool"}] holds for any conversation with a
+        # tool result, which is how a script answers the turn after its own tool call.
+        items = iter(value)
+        return all(any(_is_subset(p, v) for v in items) for p in pattern)
     if isinstance(pattern, bool) or isinstance(value, bool):
         # bool is an int in Python: true must not match 1.
         return type(pattern) is type(value) and pattern == value
@@ -230,6 +234,8 @@ class AnswerScript:
                     f"{source} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
                     'each line must be one object like {"match": "退货政策", "reply": "七天无理由退货。"}'
                 ) from None
+            if isinstance(record, dict) and set(record) == {"comment"}:
+                continue
             answers.append(parse_answer(record, number, source))
         return cls(answers, source)
 
@@ -318,10 +324,14 @@ def _parse_error(value: Any, source: str, line: int) -> SimError:
 def _parse_fault(value: Any, source: str, line: int) -> Fault:
     if not isinstance(value, str) or not value.strip():
         raise _fail(source, line, '"fault" must be a fault name with optional parameters, e.g. "cut;after=3"')
+    name = value.split(";", 1)[0].strip()
+    if name not in FAULT_NAMES:
+        raise _fail(source, line, f"unknown fault {name!r}; known faults: {', '.join(FAULT_NAMES)}")
     try:
         fault = Fault.parse(value)
     except SimError as exc:
-        raise _fail(source, line, exc.message) from None
+        problem = exc.message.removeprefix("Invalid request: ").replace(f"in {FAULT_HEADER}", 'in "fault"')
+        raise _fail(source, line, problem) from None
     if fault.times is not None:
         raise _fail(source, line, '"fault" in a script applies to every matching request; drop "times"')
     return fault
