@@ -162,6 +162,8 @@ class SimConfig:
     @property
     def answer_script(self) -> AnswerScript | None:
         """The loaded scripted answers, or ``None`` when every answer is generated."""
+        if self.answers is None:
+            return None  # the per-request path of a simulator without a script: no import
         from kimiflow.sim.answers import AnswerScript
 
         return self.answers if isinstance(self.answers, AnswerScript) else None
