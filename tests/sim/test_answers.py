@@ -25,6 +25,7 @@ SCRIPT: list[dict[str, Any]] = [
     {"match": "断流", "reply": "这是一段会被中途切断的很长很长的回答。", "fault": "cut;after=3;clean=1"},
     {"match": "Long English", "reply": "The quick brown fox jumps over the lazy dog near the quiet river bank."},
 ]
+SCRIPTED = AnswerScript.from_records(SCRIPT, "support.jsonl")
 
 
 def content_of(reply: Any) -> str:
@@ -38,7 +39,7 @@ def streamed_text(reply: Any) -> tuple[str, list[dict[str, Any]]]:
 
 
 async def test_simplest_line_replies_when_last_user_message_contains_match(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = await api.chat({"messages": user("请问你们的退货政策是什么？")})
     assert reply.status == 200
     assert content_of(reply) == "七天无理由退货。"
@@ -46,20 +47,20 @@ async def test_simplest_line_replies_when_last_user_message_contains_match(make_
 
 
 async def test_only_the_last_user_message_is_matched(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     messages = [*user("退货政策？"), {"role": "assistant", "content": "七天。"}, *user("谢谢")]
     assert content_of(await api.chat({"messages": messages})) != "七天无理由退货。"
 
 
 async def test_unmatched_requests_get_the_generated_answer(make_api) -> None:
     plain = await make_api(seed=3)
-    scripted = await make_api(seed=3, answers=SCRIPT)
+    scripted = await make_api(seed=3, answers=SCRIPTED)
     body = {"messages": user("介绍一下杭州")}
     assert content_of(await scripted.chat(body)) == content_of(await plain.chat(body))
 
 
 async def test_usage_counts_the_reply_with_the_token_estimator(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = await api.chat({"messages": user("退货政策")})
     usage = reply.json()["usage"]
     assert usage["completion_tokens"] == estimate_text_tokens("七天无理由退货。")
@@ -69,7 +70,7 @@ async def test_usage_counts_the_reply_with_the_token_estimator(make_api) -> None
 
 
 async def test_stream_sends_the_reply_in_about_one_chunk_per_token(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = await api.chat({"messages": user("Long English please"), "stream": True})
     text, chunks = streamed_text(reply)
     expected = "The quick brown fox jumps over the lazy dog near the quiet river bank."
@@ -83,13 +84,13 @@ async def test_stream_sends_the_reply_in_about_one_chunk_per_token(make_api) -> 
 
 
 async def test_regex_is_searched_in_the_last_user_message(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     assert content_of(await api.chat({"messages": user("订单 #123456")})) == "订单已发货。"
     assert content_of(await api.chat({"messages": user("订单 #1234567")})) != "订单已发货。"
 
 
 async def test_model_and_system_conditions_must_all_hold(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     with_system = [{"role": "system", "content": "你是客服助手"}, *user("价格多少？")]
     assert content_of(await api.chat({"messages": with_system})) == "客服价格：99 元。"
     assert content_of(await api.chat({"messages": user("价格多少？")})) != "客服价格：99 元。"
@@ -99,11 +100,11 @@ async def test_model_and_system_conditions_must_all_hold(make_api) -> None:
 
 
 async def test_request_object_matches_as_a_subset_of_the_body(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     assert content_of(await api.chat({"messages": user("随便"), "temperature": 0.9})) == "热情的回答。"
     assert content_of(await api.chat({"messages": user("随便"), "temperature": 0.3})) != "热情的回答。"
     tool_turn = {"request": {"messages": [{"role": "user"}, {"role": "tool"}]}, "reply": "工具之后。"}
-    api = await make_api(answers=[tool_turn])
+    api = await make_api(answers=AnswerScript.from_records([tool_turn]))
     call = {"id": "f:0", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     after_tool = [*user("a"), {"role": "assistant", "content": "", "tool_calls": [call]},
                   {"role": "tool", "tool_call_id": "f:0", "content": "42"}]
@@ -113,7 +114,7 @@ async def test_request_object_matches_as_a_subset_of_the_body(make_api) -> None:
 
 
 async def test_tool_calls_and_reasoning_on_a_thinking_model(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     body = {"model": "kimi-k2-thinking", "messages": user("北京天气"), "tools": tools}
     choice = (await api.chat(body)).json()["choices"][0]
@@ -136,7 +137,7 @@ async def test_tool_calls_and_reasoning_on_a_thinking_model(make_api) -> None:
 
 
 async def test_max_tokens_cuts_a_scripted_reply_with_length(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = (await api.chat({"messages": user("退货政策"), "max_tokens": 3})).json()
     assert reply["choices"][0]["finish_reason"] == "length"
     assert reply["choices"][0]["message"]["content"] == "七天无"
@@ -144,20 +145,20 @@ async def test_max_tokens_cuts_a_scripted_reply_with_length(make_api) -> None:
 
 
 async def test_scripted_error_answers_with_moonshot_error_body(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = await api.chat({"messages": user("这是坏请求")})
     assert reply.status == 400
     assert reply.error == {"message": "scripted no", "type": "invalid_request_error"}
 
 
 async def test_scripted_status_fault(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = await api.chat({"messages": user("限流测试")})
     assert reply.status == 429 and reply.error["type"] == "rate_limit_reached_error"
 
 
 async def test_scripted_stream_fault_cuts_the_reply(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = await api.chat({"messages": user("断流"), "stream": True})
     events = reply.events()
     assert "[DONE]" not in events
@@ -165,24 +166,29 @@ async def test_scripted_stream_fault_cuts_the_reply(make_api) -> None:
 
 
 async def test_first_matching_line_wins(make_api) -> None:
-    api = await make_api(answers=[{"match": "", "reply": "第一"}, {"match": "退货", "reply": "第二"}])
+    api = await make_api(answers=AnswerScript.from_records([{"match": "", "reply": "第一"}, {"match": "退货", "reply": "第二"}]))
     assert content_of(await api.chat({"messages": user("退货")})) == "第一"
 
 
 async def test_same_script_same_answer_n_choices(make_api) -> None:
-    api = await make_api(answers=SCRIPT)
+    api = await make_api(answers=SCRIPTED)
     reply = (await api.chat({"messages": user("退货政策"), "n": 2, "temperature": 0.5})).json()
     assert [c["message"]["content"] for c in reply["choices"]] == ["七天无理由退货。"] * 2
     assert reply["usage"]["completion_tokens"] == 2 * estimate_text_tokens("七天无理由退货。")
 
 
-def test_script_loads_from_a_jsonl_file_with_blank_lines(tmp_path: Path) -> None:
+def test_script_loads_from_a_jsonl_file_with_blank_and_comment_lines(tmp_path: Path) -> None:
     path = tmp_path / "answers.jsonl"
-    path.write_text('{"match": "退货政策", "reply": "七天无理由退货。"}\n\n{"match": "a", "reply": "b"}\n',
-                    encoding="utf-8")
-    config = SimConfig(answers=path)
-    assert isinstance(config.answers, AnswerScript) and len(config.answers) == 2
-    assert config.answer_script is config.answers
+    path.write_text('{"comment": "pinned"}\n{"match": "退货政策", "reply": "七天无理由退货。"}\n\n'
+                    '{"match": "a", "reply": "b", "comment": "kept"}\n', encoding="utf-8")
+    script = AnswerScript.load(path)
+    assert len(script) == 2 and [a.line for a in script.answers] == [2, 4]
+    assert SimConfig(answers=script).answers is script
+
+
+def test_config_refuses_a_path_with_the_way_to_load_it() -> None:
+    with pytest.raises(ValueError, match=r"answers must be a loaded script, not a str: use answers=AnswerScript.load"):
+        SimConfig(answers="answers.jsonl")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -208,22 +214,22 @@ def test_bad_script_is_one_line_naming_file_line_and_fix(tmp_path: Path, line: s
     path = tmp_path / "answers.jsonl"
     path.write_text('{"match": "ok", "reply": "ok"}\n' + line + "\n", encoding="utf-8")
     with pytest.raises(AnswerScriptError) as info:
-        SimConfig(answers=str(path))
+        AnswerScript.load(str(path))
     text = str(info.value)
     assert message in text and str(path) in text and "\n" not in text
 
 
 def test_missing_and_non_utf8_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not exist"):
-        SimConfig(answers=tmp_path / "nope.jsonl")
+        AnswerScript.load(tmp_path / "nope.jsonl")
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes('{"match": "é", "reply": "x"}'.encode("latin-1"))
     with pytest.raises(ValueError, match="not UTF-8"):
-        SimConfig(answers=latin)
+        AnswerScript.load(latin)
 
 
 def test_bad_fault_parameter_names_the_fault_key(tmp_path: Path) -> None:
     path = tmp_path / "answers.jsonl"
     path.write_text('{"match": "x", "fault": "cut;after=-1"}\n', encoding="utf-8")
     with pytest.raises(AnswerScriptError, match=r'line 1: fault parameter .* in "fault" needs a non-negative'):
-        SimConfig(answers=path)
+        AnswerScript.load(path)

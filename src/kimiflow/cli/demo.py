@@ -236,10 +236,11 @@ def demo(latency: str, max_tokens: int, no_batch: bool) -> None:
     Needs no key and no network: the Kimi API simulator runs inside this process on 127.0.0.1.
     """
     from kimiflow.sim import SimConfig, run_in_thread
+    from kimiflow.sim.answers import AnswerScript
 
     started = time.perf_counter()
     click.secho("kimiflow demo — the Kimi API's three calling styles, live", bold=True)
-    with run_in_thread(SimConfig(latency=latency, seed=0, answers=DEMO_ANSWERS)) as sim:
+    with run_in_thread(SimConfig(latency=latency, seed=0, answers=AnswerScript.from_records(DEMO_ANSWERS, "demo"))) as sim:
         click.echo(f"Simulator ({latency} latency) on {sim.base_url}: no key, no network needed.")
         step_sync(sim.base_url, sim.api_key, max_tokens)
         step_concurrency(sim.base_url, sim.api_key, max_tokens)

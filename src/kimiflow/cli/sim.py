@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from kimiflow.sim import SimConfig, Simulator, parse_fault_rates
+from kimiflow.sim.answers import AnswerScript
 
 
 def _fault_rates(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float]:
@@ -42,7 +43,7 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     tier = "none (no limits)" if config.tier is None else str(config.tier)
     click.echo(f"Kimi API simulator listening on {sim.base_url}  (tier {tier}, latency {config.latency})")
     click.echo(f"API key: {sim.api_key}")
-    script = config.answer_script
+    script = config.answers
     if script is not None:
         click.echo(f"Scripted answers: {len(script)} from {script.source} (others generated)")
     click.echo("Point a client at it:")
@@ -85,7 +86,8 @@ def sim(
     """
     try:
         config = SimConfig(
-            tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate, answers=answers,
+            tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate,
+            answers=AnswerScript.load(answers) if answers is not None else None,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

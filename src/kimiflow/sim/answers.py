@@ -1,6 +1,6 @@
 """Scripted answers: a JSONL file that pins what the simulator replies to given requests.
 
-``kimiflow sim --answers FILE`` or ``SimConfig(answers="FILE")``. One JSON object a line; blank
+``kimiflow sim --answers FILE`` or ``SimConfig(answers=AnswerScript.load("FILE"))``. One JSON object a line; blank
 lines are skipped. The simplest line::
 
     {"match": "退货政策", "reply": "七天无理由退货。"}
@@ -52,7 +52,7 @@ import msgspec
 
 from kimiflow.core.tokens import estimate_text_tokens
 from kimiflow.sim.completion import ChoicePlan, ToolCallPlan
-from kimiflow.sim.config import FAULT_NAMES
+from kimiflow.sim.config import FAULT_NAMES, ScriptedAnswers
 from kimiflow.sim.errors import SimError
 from kimiflow.sim.faults import FAULT_HEADER, Fault, status_fault_error
 from kimiflow.sim.textgen import cut_at_stop
@@ -193,7 +193,7 @@ class AnswerScript:
     """The scripted answers of one simulator, tried in order.
 
     >>> script = AnswerScript.from_records([{"match": "退货政策", "reply": "七天无理由退货。"}])
-    >>> SimConfig(answers=script)            # or SimConfig(answers="answers.jsonl")
+    >>> SimConfig(answers=script)            # or AnswerScript.load("answers.jsonl")
     """
 
     def __init__(self, answers: Sequence[ScriptedAnswer], source: str = "<answers>") -> None:
@@ -383,19 +383,12 @@ def parse_answer(record: Any, line: int, source: str = "<answers>") -> ScriptedA
     )
 
 
-def load_answers(value: AnswerScript | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> AnswerScript:
-    """An ``AnswerScript`` from a script, a JSONL path, or a list of answer objects."""
-    if isinstance(value, AnswerScript):
-        return value
-    if isinstance(value, str):
-        return AnswerScript.load(value)
-    if isinstance(value, os.PathLike):
-        return AnswerScript.load(value)
-    if isinstance(value, list | tuple):
-        return AnswerScript.from_records(value)
-    raise AnswerScriptError(
-        f"answers must be a JSONL path, a list of answer objects or an AnswerScript, got {type(value).__name__}"
-    )
+def find_answer(script: ScriptedAnswers, req: ChatRequest, body: Mapping[str, Any]) -> ScriptedAnswer | None:
+    """The answer ``script`` gives this request, or ``None`` (generated text)."""
+    found = script.find(req, body)
+    if found is None or isinstance(found, ScriptedAnswer):
+        return found
+    raise TypeError(f"{type(script).__name__}.find must return a ScriptedAnswer or None, got {type(found).__name__}")
 
 
 def scripted_fault(answer: ScriptedAnswer, fault: Fault | None, key: str, quoted_rpm: int) -> Fault | None:

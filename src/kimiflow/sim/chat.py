@@ -18,7 +18,7 @@ from aiohttp import web
 
 from kimiflow.core.pricing import cost_cny
 from kimiflow.sim import errors
-from kimiflow.sim.answers import scripted_fault
+from kimiflow.sim.answers import find_answer, scripted_fault
 from kimiflow.sim.completion import ChoicePlan, plan_choices, usage_dict
 from kimiflow.sim.faults import Fault, echoed_key_error
 from kimiflow.sim.http import (
@@ -130,8 +130,8 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     """Answer one chat-completion request (raises ``SimError`` for error answers)."""
     body = decode_json_object(await read_body(request))
     req = validate_chat_request(body)
-    script = sim.config.answer_script
-    answer = script.find(req, body) if script is not None else None
+    script = sim.config.answers
+    answer = find_answer(script, req, body) if script is not None else None
     if answer is not None:
         scripted = scripted_fault(answer, fault, key, sim.quoted_rpm())
         if scripted is not None and scripted is not fault:

@@ -7,17 +7,13 @@ microseconds.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from kimiflow.core.tiers import TIERS
-
-if TYPE_CHECKING:
-    from kimiflow.sim.answers import AnswerScript
 
 DEFAULT_KEY = "sk-sim-kimiflow-local-0000000000000000"
 """The key a simulator accepts when ``SimConfig.keys`` is empty."""
@@ -85,6 +81,18 @@ LATENCY_PRESETS: dict[str, LatencyModel] = {
 }
 
 
+@runtime_checkable
+class ScriptedAnswers(Protocol):
+    """What ``SimConfig.answers`` holds: a ``kimiflow.sim.answers.AnswerScript`` (defined there, not
+    here, because scripts build on simulator modules that import this one)."""
+
+    source: str
+
+    def __len__(self) -> int: ...
+
+    def find(self, req: Any, body: Mapping[str, Any]) -> Any: ...
+
+
 def _default_sleep(seconds: float) -> Awaitable[None]:
     return asyncio.sleep(seconds)
 
@@ -116,9 +124,9 @@ class SimConfig:
     default_max_tokens: int | None = None
     """The max_tokens charged for rate limiting when a request sends none (§6.3); ``None``: the model's
     own default from the catalog, as Kimi charges it."""
-    answers: AnswerScript | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None
-    """Scripted answers (``kimiflow.sim.answers``): a JSONL path, a list of answer objects or an
-    ``AnswerScript``; loaded and checked here, so a bad script fails at configuration time."""
+    answers: ScriptedAnswers | None = None
+    """Scripted answers, e.g. ``AnswerScript.load("answers.jsonl")`` (``kimiflow.sim.answers``);
+    ``None``: every answer is generated."""
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
@@ -146,11 +154,11 @@ class SimConfig:
             raise ValueError("max_file_bytes and max_files must be positive")
         if self.default_max_tokens is not None and self.default_max_tokens <= 0:
             raise ValueError("default_max_tokens must be positive")
-        if self.answers is not None:
-            # Imported here: the answers module builds on modules that import this one.
-            from kimiflow.sim.answers import load_answers
-
-            object.__setattr__(self, "answers", load_answers(self.answers))
+        if self.answers is not None and not isinstance(self.answers, ScriptedAnswers):
+            raise ValueError(
+                f"answers must be a loaded script, not a {type(self.answers).__name__}: use "
+                "answers=AnswerScript.load('answers.jsonl') (from kimiflow.sim.answers)"
+            )
 
     @property
     def latency_model(self) -> LatencyModel:
@@ -158,15 +166,6 @@ class SimConfig:
         if isinstance(self.latency, LatencyModel):
             return self.latency
         return LATENCY_PRESETS[self.latency]
-
-    @property
-    def answer_script(self) -> AnswerScript | None:
-        """The loaded scripted answers, or ``None`` when every answer is generated."""
-        if self.answers is None:
-            return None  # the per-request path of a simulator without a script: no import
-        from kimiflow.sim.answers import AnswerScript
-
-        return self.answers if isinstance(self.answers, AnswerScript) else None
 
     @property
     def accepted_keys(self) -> tuple[str, ...]:
