@@ -34,7 +34,8 @@ Reply (at least one of ``reply``, ``tool_calls``, ``error``, ``fault``):
 
 ``comment`` is ignored; a line holding only a comment is skipped. Token counts come from the simulator's estimator, so usage, ``max_tokens``
 (truncation with ``finish_reason: "length"``), ``stop``, billing and rate limits treat a scripted
-reply like a generated one, and a stream sends it in about one chunk per token.
+reply like a generated one, and a stream sends it in about one chunk per token; the
+``X-Kimiflow-Sim-Tokens`` header does not lengthen a scripted reply.
 """
 
 from __future__ import annotations
