@@ -35,6 +35,23 @@ QUESTIONS = [
     "什么是流式输出？",
     "写一句鼓励团队的话。",
 ]
+JOKE = "講個冷笑話吧"
+# The demo's script for the simulator (kimiflow.sim.answers), so its answers read as real answers
+# to its questions; each fits the default --max-tokens of 30, the joke the stream step's 60.
+DEMO_ANSWERS: list[dict[str, str]] = [
+    {"match": "用一句话解释什么是REST API。", "reply": "REST API 用 URL 表示资源，用 GET、POST 等 HTTP 方法读写资源。"},
+    {"match": "同步调用和异步调用有什么区别？", "reply": "同步调用要等结果才继续；异步调用先做别的事，结果到了再处理。"},
+    {"match": "SSE适合什么场景？", "reply": "适合服务器持续推送数据，比如逐字显示回答、实时日志和进度。"},
+    {"match": "如何保护API Key？", "reply": "放在环境变量或密钥服务里，不写进代码和日志，定期轮换。"},
+    {"match": "什么是速率限制？", "reply": "平台对每分钟请求数和 token 数的上限，超过就返回 429。"},
+    {"match": "为什么批量任务需要断点续跑？", "reply": "任务会因网络或限流中断，续跑只补做没完成的部分，不重复花钱。"},
+    {"match": "token是怎么计费的？", "reply": "输入和输出的 token 分别计价，一个汉字约一个 token。"},
+    {"match": "如何给客服工单自动分类？", "reply": "先定义类别，让模型按固定格式输出类别，再抽样人工复核。"},
+    {"match": "什么是流式输出？", "reply": "模型边生成边返回，不必等整段答案写完就能看到前面的文字。"},
+    {"match": "写一句鼓励团队的话。", "reply": "每一次小小的进步，都在把我们带向更远的地方，一起加油！"},
+    {"match": JOKE, "reply": "為什麼程式設計師總是分不清萬聖節和聖誕節？因為 Oct 31 等於 Dec 25。"},
+    {"match": "你好", "reply": "你好！我是 Kimi，很高兴为你服务。有什么可以帮你的吗？"},
+]
 SYSTEM = "你是一位語言藝術大師"
 MODEL = "moonshot-v1-8k"
 BATCH_TIME_LIMIT_S = 25.0
@@ -145,7 +162,7 @@ def step_stream(base_url: str, api_key: str, max_tokens: int) -> tuple[float, fl
         started = time.perf_counter()
         click.echo("  Kimi: ", nl=False)
         with client.chat.completions.stream(
-            model=MODEL, messages=[{"role": "user", "content": "講個冷笑話吧"}], max_tokens=max_tokens,
+            model=MODEL, messages=[{"role": "user", "content": JOKE}], max_tokens=max_tokens,
         ) as s:
             for text in s.text_stream:
                 if first is None:
@@ -219,10 +236,11 @@ def demo(latency: str, max_tokens: int, no_batch: bool) -> None:
     Needs no key and no network: the Kimi API simulator runs inside this process on 127.0.0.1.
     """
     from kimiflow.sim import SimConfig, run_in_thread
+    from kimiflow.sim.answers import AnswerScript
 
     started = time.perf_counter()
     click.secho("kimiflow demo — the Kimi API's three calling styles, live", bold=True)
-    with run_in_thread(SimConfig(latency=latency, seed=0)) as sim:
+    with run_in_thread(SimConfig(latency=latency, seed=0, answers=AnswerScript.from_records(DEMO_ANSWERS, "demo"))) as sim:
         click.echo(f"Simulator ({latency} latency) on {sim.base_url}: no key, no network needed.")
         step_sync(sim.base_url, sim.api_key, max_tokens)
         step_concurrency(sim.base_url, sim.api_key, max_tokens)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kimiflow.cli.inputs import UTF8_TEXT
+
+if TYPE_CHECKING:
+    from kimiflow.cli.logstore import Exchange
 
 MAX_COUNT = 1_000_000
 
@@ -18,11 +24,18 @@ MAX_COUNT = 1_000_000
               metavar="TEXT")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (a list, oldest first).")
 @click.option("--path", "show_path", is_flag=True, help="Print the log database's path and exit.")
-def logs(count: int, query: str | None, as_json: bool, show_path: bool) -> None:
+@click.option("--export-answers", "export_to", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the logged exchanges (all, or -n/-q's selection) as a script for kimiflow sim --answers.")
+@click.pass_context
+def logs(ctx: click.Context, count: int, query: str | None, as_json: bool, show_path: bool,
+         export_to: Path | None) -> None:
     """Show logged chat exchanges, oldest of the selection first.
 
     Every `kimiflow chat` exchange is logged (prompt, answer, model, usage, cost, latency, request
     id; never the API key) unless --no-log or KIMIFLOW_NO_LOG=1. Example: kimiflow logs -n 10 -q 合同
+
+    Replay recorded answers offline: kimiflow logs --export-answers answers.jsonl, then
+    kimiflow sim --answers answers.jsonl.
     """
     from kimiflow.cli.home import logs_path
     from kimiflow.cli.logstore import LogStore
@@ -31,6 +44,12 @@ def logs(count: int, query: str | None, as_json: bool, show_path: bool) -> None:
     path = logs_path()
     if show_path:
         click.echo(str(path))
+        return
+    if export_to is not None:
+        # An export takes the whole log unless -n was given explicitly.
+        explicit = ctx.get_parameter_source("count") is not click.core.ParameterSource.DEFAULT
+        selected = list(reversed(LogStore(path).recent(limit=count if explicit else MAX_COUNT, query=query)))
+        _export_answers(selected, export_to)
         return
     exchanges = list(reversed(LogStore(path).recent(limit=count, query=query)))
     if as_json:
@@ -60,3 +79,51 @@ def logs(count: int, query: str | None, as_json: bool, show_path: bool) -> None:
         click.echo(f"> {exchange.prompt}")
         click.echo(exchange.answer)
         click.echo()
+
+
+def answer_records(exchanges: list[Exchange]) -> tuple[list[dict[str, Any]], int, int]:
+    """Script lines for ``exchanges`` (oldest first): ``(lines, interrupted skipped, repeats skipped)``.
+
+    Each line matches the exchange's prompt, model and system prompt and replies with its answer
+    (and reasoning). Matching is by substring and the first line wins, so longer prompts go first:
+    "你好" must not capture "你好吗". A prompt asked again (same model and system) keeps its first
+    answer, the one a replay of the recorded conversation expects.
+    """
+    lines: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str | None]] = set()
+    interrupted = repeats = 0
+    for exchange in exchanges:
+        if exchange.interrupted:
+            interrupted += 1
+            continue
+        identity = (exchange.prompt, exchange.model, exchange.system)
+        if identity in seen:
+            repeats += 1
+            continue
+        seen.add(identity)
+        line: dict[str, Any] = {"match": exchange.prompt, "model": exchange.model}
+        if exchange.system:
+            line["match_system"] = exchange.system
+        line["reply"] = exchange.answer
+        if exchange.reasoning:
+            line["reasoning"] = exchange.reasoning
+        lines.append(line)
+    lines.sort(key=lambda line: -len(line["match"]))
+    return lines, interrupted, repeats
+
+
+def _export_answers(exchanges: list[Exchange], target: Path) -> None:
+    lines, interrupted, repeats = answer_records(exchanges)
+    text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    notes = []
+    if interrupted:
+        notes.append(f"{interrupted} interrupted exchange(s) left out")
+    if repeats:
+        notes.append(f"{repeats} repeated prompt(s) kept their first answer")
+    suffix = f" ({'; '.join(notes)})" if notes else ""
+    click.echo(f"Wrote {len(lines)} scripted answer(s) to {target}{suffix}. Serve them: "
+               f"kimiflow sim --answers {target}", err=True)

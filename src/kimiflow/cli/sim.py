@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from pathlib import Path
 
 import click
 
 from kimiflow.sim import SimConfig, Simulator, parse_fault_rates
+from kimiflow.sim.answers import AnswerScript
 
 
 def _fault_rates(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, float]:
@@ -45,6 +47,9 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
         f"(tier {tier}, latency {config.latency}, catalog {config.catalog}{rules})"
     )
     click.echo(f"API key: {sim.api_key}")
+    script = config.answers
+    if script is not None:
+        click.echo(f"Scripted answers: {len(script)} from {script.source} (others generated)")
     click.echo("Point a client at it:")
     click.echo(f"  export MOONSHOT_BASE_URL={sim.base_url}")
     click.echo(f"  export MOONSHOT_API_KEY={sim.api_key}")
@@ -78,15 +83,24 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     "--lax", "--no-strict-conversations", "lax", is_flag=True,
     help="Accept conversations Kimi refuses (unanswered or duplicate tool calls, missing reasoning_content).",
 )
+@click.option(
+    "--answers", "answers", type=click.Path(dir_okay=False, path_type=Path),
+    help='Scripted answers, JSONL: {"match": "退货政策", "reply": "七天无理由退货。"} a line (see kimiflow.sim.answers).',
+)
 def sim(
     host: str, port: int, tier: int | None, latency: str, seed: int, keys: tuple[str, ...], balance: float,
-    fault_rate: dict[str, float], catalog: str, lax: bool,
+    fault_rate: dict[str, float], catalog: str, lax: bool, answers: Path | None,
 ) -> None:
-    """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C."""
+    """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C.
+
+    With --answers FILE, a request whose last user message contains a line's "match" gets that
+    line's "reply"; `kimiflow logs --export-answers FILE` writes one from your logged chats.
+    """
     try:
         config = SimConfig(
             tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate,
             catalog=catalog, strict_conversations=not lax,
+            answers=AnswerScript.load(answers) if answers is not None else None,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

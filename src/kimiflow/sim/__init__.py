@@ -22,6 +22,8 @@ Choices where the reference leaves room (all deliberate, all tested):
 - Answers depend on (model, messages, tool names, seed), not on ``max_tokens``/``stop``, so a
   capped answer is a prefix of the uncapped one. Header ``X-Kimiflow-Sim-Tokens: N`` forces N
   completion tokens. Tool-call rule: see ``kimiflow.sim.completion``; faults: ``kimiflow.sim.faults``.
+- Scripted answers (``SimConfig(answers=...)``, ``kimiflow sim --answers FILE``) pin replies per
+  request in JSONL; grammar in ``kimiflow.sim.answers``. A fault header on the request overrides a scripted fault.
 - Stalls wait in real time (they exist to trip a client's real idle timeout), at most 300 s.
 
 Faults (``SimConfig(fault_rates=...)``, ``kimiflow sim --fault-rate``, or per request the header

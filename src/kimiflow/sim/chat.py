@@ -18,6 +18,7 @@ from aiohttp import web
 
 from kimiflow.core.pricing import cost_cny
 from kimiflow.sim import errors
+from kimiflow.sim.answers import find_answer, scripted_fault
 from kimiflow.sim.completion import ChoicePlan, apply_answer_fault, plan_choices, usage_dict
 from kimiflow.sim.faults import Fault, echoed_key_error
 from kimiflow.sim.http import (
@@ -26,6 +27,7 @@ from kimiflow.sim.http import (
     close_transport,
     json_response,
     read_body,
+    reset_connection,
     stall_until_disconnect,
     stream_response,
     truncated_json_response,
@@ -126,7 +128,18 @@ async def _write_unterminated_line(request: web.BaseRequest, resp: web.StreamRes
 
 async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: Fault | None) -> web.StreamResponse:
     """Answer one chat-completion request (raises ``SimError`` for error answers)."""
-    req = validate_chat_request(decode_json_object(await read_body(request)), sim.config)
+    body = decode_json_object(await read_body(request))
+    req = validate_chat_request(body, sim.config)
+    script = sim.config.answers
+    answer = find_answer(script, req, body) if script is not None else None
+    if answer is not None:
+        scripted = scripted_fault(answer, fault, key, sim.quoted_rpm())
+        if scripted is not None and scripted is not fault:
+            sim.stats.faults[scripted.name] += 1
+            if scripted.name == "reset":
+                sim.stats.resets += 1
+                return reset_connection(request)
+        fault = scripted
     forced = _forced_tokens(request)
     if fault is not None and fault.name == "echo-key" and not req.stream:
         raise echoed_key_error(request.headers.get("Authorization", ""))
@@ -137,7 +150,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     stats = sim.stats
     stats.in_flight += 1
     try:
-        plans = plan_choices(req, sim.config.seed, sim.corpus, forced)
+        plans = answer.plans(req) if answer is not None else plan_choices(req, sim.config.seed, sim.corpus, forced)
         apply_answer_fault(plans, fault.name if fault else None, req.max_tokens, sim.corpus)
         stats.chat_completions += 1
         if req.stream:

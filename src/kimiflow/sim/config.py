@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from kimiflow.core.tiers import TIERS
 
@@ -84,6 +85,18 @@ LATENCY_PRESETS: dict[str, LatencyModel] = {
 }
 
 
+@runtime_checkable
+class ScriptedAnswers(Protocol):
+    """What ``SimConfig.answers`` holds: a ``kimiflow.sim.answers.AnswerScript`` (defined there, not
+    here, because scripts build on simulator modules that import this one)."""
+
+    source: str
+
+    def __len__(self) -> int: ...
+
+    def find(self, req: Any, body: Mapping[str, Any]) -> Any: ...
+
+
 def _default_sleep(seconds: float) -> Awaitable[None]:
     return asyncio.sleep(seconds)
 
@@ -121,6 +134,9 @@ class SimConfig:
     strict_conversations: bool = True
     """Refuse conversations Kimi refuses (missing tool replies or ``reasoning_content``, duplicate tool-call
     ids); ``False`` accepts them, for users who also test against a laxer provider."""
+    answers: ScriptedAnswers | None = None
+    """Scripted answers, e.g. ``AnswerScript.load("answers.jsonl")`` (``kimiflow.sim.answers``);
+    ``None``: every answer is generated."""
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
@@ -150,6 +166,11 @@ class SimConfig:
             raise ValueError("default_max_tokens must be positive")
         if self.catalog not in ("full", "online"):
             raise ValueError(f"catalog must be 'full' or 'online', got {self.catalog!r}")
+        if self.answers is not None and not isinstance(self.answers, ScriptedAnswers):
+            raise ValueError(
+                f"answers must be a loaded script, not a {type(self.answers).__name__}: use "
+                "answers=AnswerScript.load('answers.jsonl') (from kimiflow.sim.answers)"
+            )
 
     @property
     def latency_model(self) -> LatencyModel:
