@@ -36,7 +36,7 @@ _RECORDED_SECTION = "10"
 
 @dataclass(frozen=True)
 class Citation:
-    """One reference to a section (and perhaps a recorded response) of kimi-api.md."""
+    """One reference to a section (and perhaps a recorded response) of docs/kimi-api.md."""
 
     where: str
     section: str
@@ -44,7 +44,7 @@ class Citation:
 
 
 def cited_sections(text: str, where: str) -> list[Citation]:
-    """The kimi-api.md citations in ``text``; ``where`` names the file for error messages."""
+    """The docs/kimi-api.md citations in ``text``; ``where`` names the file for error messages."""
     citations: list[Citation] = []
     current_doc: str | None = None
     for match in _TOKEN.finditer(text):
@@ -101,10 +101,10 @@ def test_parser_reads_chains_ranges_tags_and_other_documents() -> None:
     """Lists, ranges, a trailing period and R-tags are citations; a sign after another document is not."""
     s = _SECTION
     text = (
-        f"(kimi-api.md {s}2.1, {s}2.2, {s}5)\n"
+        f"(docs/kimi-api.md {s}2.1, {s}2.2, {s}5)\n"
         f"docs/kimi-api.md {s}1\u20138 and {s}7.2\u20137.3; errors {s}5.2.\n"
-        f"see kimi-api.md {s}10 R1 and {s}6.3.\n"
-        f"DESIGN.md {s}9 is not ours; kimi-api.md, issue #2 names no section\n"
+        f"see docs/kimi-api.md {s}10 R1 and {s}6.3.\n"
+        f"DESIGN.md {s}9 is not ours; docs/kimi-api.md, issue #2 names no section\n"
     )
     got = [(c.where, c.section, c.tag) for c in cited_sections(text, "f")]
     assert got == [

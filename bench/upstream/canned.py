@@ -1,6 +1,6 @@
 """Canned Kimi responses for the client benchmark, and the answers every peer must reproduce.
 
-The non-streaming body has the shape of kimi-api.md §10 R2 (usage included). The stream follows
+The non-streaming body has the shape of docs/kimi-api.md §10 R2 (usage included). The stream follows
 §4.2: a role-first chunk, one chunk per token (``{"content":"词"}``), a final chunk with
 ``finish_reason`` and Kimi's usage *inside the choice*, then ``data: [DONE]``. Tokens mix CJK,
 ASCII and an escaped newline so every peer really decodes JSON strings.

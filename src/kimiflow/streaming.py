@@ -5,7 +5,7 @@ generator's cleanup), on exceptions and on garbage collection. It never hangs: a
 bounds the gap between events (keep-alive comments are not progress) and an optional total
 deadline bounds the whole call. It never loses usage: the accumulator reads Kimi's usage from
 inside the final choice as well as from a top-level ``usage`` trailer, counting it once.
-Only ``data: [DONE]`` means complete (kimi-api.md §4.1); a stream that ends without it raises
+Only ``data: [DONE]`` means complete (docs/kimi-api.md §4.1); a stream that ends without it raises
 ``IncompleteStreamError`` carrying the partial completion.
 """
 

@@ -36,7 +36,7 @@ STRUCTURED_MODES: tuple[tuple[str, StructuredMode], ...] = (
     ("kimi-k2", "json_schema"),
     ("kimi-k3", "json_schema"),
 )
-"""Model-id prefixes and the response_format each accepts (kimi-structured.md §1); the first match
+"""Model-id prefixes and the response_format each accepts (docs/kimi-api.md §2.7); the first match
 wins and any other model gets ``json_object`` with the schema in the system prompt. Data, so a
 caller can pass its own table when Kimi's support changes."""
 

@@ -128,7 +128,7 @@ def test_with_options_copy_shares_the_pool_and_closing_it_leaves_the_original_wo
 
 
 def test_web_search_builtin_round_trip(twin: Twin) -> None:
-    """kimi-api.md §2.4: declare $web_search, get a builtin tool call, echo its arguments back, get the answer."""
+    """docs/kimi-api.md §2.4: declare $web_search, get a builtin tool call, echo its arguments back, get the answer."""
     from kimiflow import WEB_SEARCH_TOOL
 
     question = [{"role": "user", "content": "搜索一下今天上海的天气"}]

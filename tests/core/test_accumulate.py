@@ -9,7 +9,7 @@ from kimiflow.core.accumulate import ChatCompletionAccumulator, combine_choice_u
 from kimiflow.core.sse import SSEDecoder
 from kimiflow.types import ChatCompletionChunk, Usage, decode
 
-# kimi-api.md §10 R1, the official streaming example, with Moonshot's "..." elision removed.
+# docs/kimi-api.md §10 R1, the official streaming example, with Moonshot's "..." elision removed.
 R1 = (
     b'data: {"id":"cmpl-1305b94c570f447fbde3180560736287","object":"chat.completion.chunk","created":1698999575,'
     b'"model":"moonshot-v1-8k","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'

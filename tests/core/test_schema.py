@@ -55,7 +55,7 @@ def test_normalised_schema_passes_and_still_accepts_real_data(name: str, tp: Any
     assert normalize_mfjs(normalised) == normalised, "normalising twice changes nothing"
 
 
-# --- the checker, rule by rule, with Kimi's own texts (kimi-structured.md §2) ---------------------
+# --- the checker, rule by rule, with Kimi's own texts (docs/kimi-api.md §2.7) ---------------------
 
 _OBJ = {"type": "object"}
 

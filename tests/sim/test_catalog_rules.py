@@ -1,6 +1,6 @@
 """The simulator refuses what Kimi refuses in 2026 — per-model thinking, fixed sampling, tool support,
 ``tool_choice`` and the conversation rules, with Kimi's texts — and serves the 2026 catalog
-(kimi-api.md §2.1, §2.2, §2.5; kimi-structured.md §3). Every case runs through the official ``openai``
+(docs/kimi-api.md §2.1, §2.2, §2.5; docs/kimi-api.md §2.6). Every case runs through the official ``openai``
 SDK and kimiflow's clients, sync and async, over loopback.
 """
 

@@ -1,4 +1,4 @@
-"""Non-streaming chat completions: shape (kimi-api.md §3), determinism, lengths, n, thinking, tools."""
+"""Non-streaming chat completions: shape (docs/kimi-api.md §3), determinism, lengths, n, thinking, tools."""
 
 from __future__ import annotations
 

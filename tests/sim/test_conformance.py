@@ -21,7 +21,7 @@ from kimiflow.sim import SimConfig, Simulator, run_in_thread
 from tests.sim.conftest import Api
 from tests.sim.openai_schema import differences
 
-# (JSON path with * for list indexes, difference) -> why Kimi differs (kimi-api.md section).
+# (JSON path with * for list indexes, difference) -> why Kimi differs (docs/kimi-api.md section).
 KIMI_RESPONSE_DIFFERENCES = {
     ("choices/*", "missing logprobs"): "Kimi omits choices[].logprobs (§3; never observed in captures)",
     ("choices/*/message", "missing refusal"): "Kimi has no refusal field (§3)",

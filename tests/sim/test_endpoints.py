@@ -1,4 +1,4 @@
-"""Models, token counting, balance, files and the stats endpoint (kimi-api.md §7)."""
+"""Models, token counting, balance, files and the stats endpoint (docs/kimi-api.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tier limits (kimi-api.md §6) with an injected clock, and the balance running out."""
+"""Tier limits (docs/kimi-api.md §6) with an injected clock, and the balance running out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Streaming (SSE) chat completions exactly per kimi-api.md §4."""
+"""Streaming (SSE) chat completions exactly per docs/kimi-api.md §4."""
 
 from __future__ import annotations
 

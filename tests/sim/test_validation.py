@@ -1,4 +1,4 @@
-"""Request validation and auth answer like Kimi (kimi-api.md §2.1, §5.2)."""
+"""Request validation and auth answer like Kimi (docs/kimi-api.md §2.1, §5.2)."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ async def test_unknown_path_and_method(api: Api) -> None:
 
 
 async def test_partial_mode_continues_after_the_prefix_without_repeating_it(api: Api) -> None:
-    """kimi-api.md §2.3: the last assistant message is a prefix; the answer does not repeat it; ``name`` alone works."""
+    """docs/kimi-api.md §2.3: the last assistant message is a prefix; the answer does not repeat it; ``name`` alone works."""
     prefix = "从前有座山，"
     reply = await api.chat({"messages": [{"role": "user", "content": "讲个故事"},
                                          {"role": "assistant", "content": prefix, "partial": True}]})

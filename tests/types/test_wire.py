@@ -1,4 +1,4 @@
-"""The wire types decode leniently and never lose what the server sent (kimi-api.md §3–4, §7)."""
+"""The wire types decode leniently and never lose what the server sent (docs/kimi-api.md §3–4, §7)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_a_wrong_type_is_a_validation_error_naming_the_field() -> None:
 
 
 def test_usage_inside_the_final_choice_of_a_stream_is_read() -> None:
-    """Kimi puts the stream's usage in the final choice, not at the top level (kimi-api.md §4)."""
+    """Kimi puts the stream's usage in the final choice, not at the top level (docs/kimi-api.md §4)."""
     chunk = decode(b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
                    b'"delta":{},"finish_reason":"stop","usage":{"prompt_tokens":5,"completion_tokens":7,'
                    b'"total_tokens":12,"cached_tokens":2}}]}', ChatCompletionChunk)

@@ -1,6 +1,6 @@
 """Batch input files: JSONL of chat requests, validated and read as a stream.
 
-Two line shapes are accepted (kimi-api.md §7.5 and DESIGN.md "Batch"):
+Two line shapes are accepted (docs/kimi-api.md §7.5 and DESIGN.md "Batch"):
 
 * Batch API form: ``{"custom_id": "a1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}``
 * short form: ``{"custom_id": "a1"?, "messages": [...] | "prompt": "...", "temperature": 0.3, ...}``

@@ -69,7 +69,7 @@ def chat(
         if files:
             from kimiflow.cli.files import extract_text
 
-            # Kimi's file-extract flow: the document's text goes in as a system message (kimi-api.md §7.4).
+            # Kimi's file-extract flow: the document's text goes in as a system message (docs/kimi-api.md §7.4).
             extracted = [extract_text(client, path) for path in files]
             convo.system = "\n\n".join(part for part in (convo.system, *extracted) if part)
         if schema is not None and prompt is not None:

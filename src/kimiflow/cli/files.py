@@ -1,4 +1,4 @@
-"""``kimiflow files``: the files API (kimi-api.md §7.4) — upload, list, content, rm — and the
+"""``kimiflow files``: the files API (docs/kimi-api.md §7.4) — upload, list, content, rm — and the
 file-extract flow ``kimiflow chat -f`` uses."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def extract_text(client: Kimi, path: str) -> str:
     """Upload ``path`` for extraction, return the text Kimi extracted, and delete the upload.
 
     The upload is deleted because the text is all a chat needs and an account holds at most
-    1,000 files (kimi-api.md §7.4).
+    1,000 files (docs/kimi-api.md §7.4).
 
     >>> extract_text(client, "report.pdf")[:40]
     """

@@ -1,7 +1,7 @@
 """Stream accumulation: chat completion chunks in, one ``ChatCompletion`` out.
 
 The same accumulator serves the sync and async ``stream()`` helpers, the CLI and the batch runner,
-so the merging rules live in exactly one place (kimi-api.md §4.2–4.3):
+so the merging rules live in exactly one place (docs/kimi-api.md §4.2–4.3):
 
 - chunks are routed by ``choices[i].index`` (``n > 1`` streams interleave choices);
 - ``content`` and ``reasoning_content`` are concatenated; ``content`` is ``""`` when none was sent
@@ -168,7 +168,7 @@ class ChatCompletionAccumulator:
     def finished(self) -> bool:
         """True when at least one choice was seen and every seen choice has a ``finish_reason``.
 
-        This is not proof of a complete stream — only ``data: [DONE]`` is (kimi-api.md §4.1).
+        This is not proof of a complete stream — only ``data: [DONE]`` is (docs/kimi-api.md §4.1).
         """
         choices = self._choices
         return bool(choices) and all(parts.finish_reason is not None for parts in choices.values())

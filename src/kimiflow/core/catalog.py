@@ -1,6 +1,6 @@
 """What kimiflow knows about Kimi's models: context windows, prices, sampling rules, default output budgets,
-thinking, tool support and which models are still online (kimi-api.md §2.1, §2.5, §4, §8; kimi-structured.md
-§3, §7).
+thinking, tool support and which models are still online (docs/kimi-api.md §2.1, §2.5, §2.6,
+§6.3, §8).
 
 Prices are CNY per million tokens from the China price list (api.moonshot.cn, the default base URL).
 """
@@ -46,7 +46,7 @@ class ModelInfo:
     forced_tool_choice: bool = False
     """Accepts ``tool_choice`` "required" or a named function while thinking: kimi-k3 only (T6) [3P]."""
     online_2026: bool = False
-    """Still served in late 2026; the 2026-09 docs list the others as retired (kimi-api.md §2.5) [3P]."""
+    """Still served in late 2026; the 2026-09 docs list the others as retired (docs/kimi-api.md §2.5) [3P]."""
 
     def thinks(self, requested: bool | None) -> bool:
         """Whether a request reasons: ``requested`` is the ``thinking.type`` sent (None: not sent)."""
@@ -56,7 +56,7 @@ class ModelInfo:
 
 
 _K2X_DEFAULT = 32_768
-"""K2.5/K2.6/K2.7-code's default output budget, as the K2.6 quickstart reports it (kimi-api.md §4)."""
+"""K2.5/K2.6/K2.7-code's default output budget, as the K2.6 quickstart reports it (docs/kimi-api.md §2.5, §6.3)."""
 _THINKING_DEFAULT = 32_768
 """Older thinking models: the reference names no default; K2.x's is the best guess [UNCONFIRMED]."""
 

@@ -1,4 +1,4 @@
-"""The checker for Moonshot Flavored JSON Schema (MFJS), the dialect Kimi accepts (kimi-structured.md §2).
+"""The checker for Moonshot Flavored JSON Schema (MFJS), the dialect Kimi accepts (docs/kimi-api.md §2.7).
 
 Pure: a schema dict in, a list of ``MFJSProblem`` out, each with the path in Kimi's style
 (``properties.pair.items``; ``root`` for the root itself), a short rule id, and the message Kimi's

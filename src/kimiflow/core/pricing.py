@@ -1,4 +1,4 @@
-"""Cost of a request in CNY from its usage and the model's price (kimi-api.md §8).
+"""Cost of a request in CNY from its usage and the model's price (docs/kimi-api.md §8).
 
 Billing counts prompt + actual completion tokens; cached prompt tokens are billed at the
 cache-hit price where the model has one.

@@ -1,6 +1,6 @@
 """Retry decisions and delays, sans-I/O: the clients supply the sleeping and the clock.
 
-What is retried (kimi-api.md §5.3): connection errors, timeouts, 408, 409, 429
+What is retried (docs/kimi-api.md §5.3): connection errors, timeouts, 408, 409, 429
 ``rate_limit_reached_error`` / ``engine_overloaded_error`` and 5xx. Never 400/401/403/404, and never
 ``exceeded_current_quota_error`` whatever its status: retrying a quota error only burns requests.
 Delays honour ``retry-after-ms`` / ``Retry-After`` and, because Kimi sends no such header, the

@@ -1,6 +1,6 @@
 """From a Python type to a JSON schema Kimi accepts: ``json_schema_of``, ``normalize_mfjs``, ``to_mfjs``.
 
-Pure, no I/O. pydantic and msgspec emit schemas Kimi's dialect (MFJS, kimi-structured.md §2) rejects:
+Pure, no I/O. pydantic and msgspec emit schemas Kimi's dialect (MFJS, docs/kimi-api.md §2.7) rejects:
 ``anyOf`` with ``default`` beside it, ``$ref`` with a sibling ``description``, ``const``,
 ``prefixItems``, ``format``, a root that is only a ``$ref``. ``normalize_mfjs`` rewrites those into
 equivalent or looser MFJS; what it loosens (``pattern``, ``format``, exclusive bounds, ``const`` on

@@ -1,4 +1,4 @@
-"""Kimi's rate-limit tiers (kimi-api.md §6.1, China table, 2026). ``None`` means unlimited."""
+"""Kimi's rate-limit tiers (docs/kimi-api.md §6.1, China table, 2026). ``None`` means unlimited."""
 
 from __future__ import annotations
 

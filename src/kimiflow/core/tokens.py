@@ -1,6 +1,6 @@
 """Token estimates close to Kimi's tokenizer, without the tokenizer.
 
-About one token per CJK character and about 0.75 English words per token (kimi-api.md, issue #2);
+About one token per CJK character and about 0.75 English words per token (docs/kimi-api.md, issue #2);
 the server's ``estimate-token-count`` endpoint is the authority when exactness matters.
 """
 

@@ -2,7 +2,7 @@
 
 Kimi admits a request when, over the last minute (day for TPD), the account's request count and
 its *charged* tokens stay under the tier's limits; a request is charged its prompt tokens plus
-``max_tokens`` at admission, whatever it actually generates (kimi-api.md §6.3). This module keeps
+``max_tokens`` at admission, whatever it actually generates (docs/kimi-api.md §6.3). This module keeps
 the same books on the client side so the server never has to say 429:
 
 * ``try_acquire(tokens, now)`` either admits a request (returning a ``Ticket``) or says how long
@@ -75,7 +75,7 @@ class RateLimits:
         tpd: int | None = None,
         **options: float,
     ) -> RateLimits:
-        """Kimi's limits for ``tier`` (0..5, kimi-api.md §6.1); explicit numbers override the preset."""
+        """Kimi's limits for ``tier`` (0..5, docs/kimi-api.md §6.1); explicit numbers override the preset."""
         try:
             preset = tier_limits(tier)
         except ValueError as exc:

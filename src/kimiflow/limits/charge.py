@@ -1,4 +1,4 @@
-"""What Kimi charges a chat request against TPM/TPD: prompt tokens + its output budget (kimi-api.md §6.3).
+"""What Kimi charges a chat request against TPM/TPD: prompt tokens + its output budget (docs/kimi-api.md §6.3).
 
 The budget is the request's ``max_completion_tokens`` / ``max_tokens`` or, when it sends neither, the
 model's default (``core.catalog``), whatever the answer then uses: Kimi never refunds the unused part.

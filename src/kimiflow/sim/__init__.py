@@ -6,7 +6,7 @@
 >>> with run_in_thread(SimConfig(tier=0)) as sim:
 ...     ...
 
-Behaviour follows kimi-api.md §1–8: wire shapes, status codes, error types and messages, Kimi's
+Behaviour follows docs/kimi-api.md §1–8: wire shapes, status codes, error types and messages, Kimi's
 streaming quirks, tier limits, pricing. ``kimiflow sim`` serves it from the command line.
 
 Choices where the reference leaves room (all deliberate, all tested):

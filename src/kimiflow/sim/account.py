@@ -1,5 +1,5 @@
 """The account endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``GET /v1/users/me/balance`` and
-``POST /v1/tokenizers/estimate-token-count`` (kimi-api.md §7)."""
+``POST /v1/tokenizers/estimate-token-count`` (docs/kimi-api.md §7)."""
 
 from __future__ import annotations
 

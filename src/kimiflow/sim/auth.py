@@ -1,4 +1,4 @@
-"""Bearer-key authentication, with Kimi's two 401 answers (kimi-api.md §5)."""
+"""Bearer-key authentication, with Kimi's two 401 answers (docs/kimi-api.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: admission, generation and the JSON or SSE answer (kimi-api.md §3–4).
+"""``POST /v1/chat/completions``: admission, generation and the JSON or SSE answer (docs/kimi-api.md §3–4).
 
 Order per request: parse and validate (400/404) → balance (429 quota) → tier admission (429) →
 plan the answer → sleep per the latency model → send. The concurrency slot is held until the last

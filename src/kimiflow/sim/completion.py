@@ -138,7 +138,7 @@ def _sample_object(schema: dict[str, Any], digest: int) -> dict[str, Any]:
 def _tool_call(tool: ToolSpec, index: int, digest: int) -> ToolCallPlan:
     if tool.builtin:
         # Kimi executes $web_search itself on the next request; the arguments carry a search
-        # handle and the tokens the results will add (kimi-api.md §2.4).
+        # handle and the tokens the results will add (docs/kimi-api.md §2.4).
         arguments = msgspec.json.encode(
             {"search_result": {"search_id": f"{digest:016x}"}, "usage": {"total_tokens": 200 + digest % 800}}
         ).decode()

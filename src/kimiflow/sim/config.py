@@ -107,7 +107,7 @@ class SimConfig:
 
     >>> SimConfig(tier=1, latency="realistic", seed=7, fault_rates={"500": 0.05})
 
-    - ``tier``: ``None`` (no limits, the default for tests) or 0..5 (kimi-api.md §6.1).
+    - ``tier``: ``None`` (no limits, the default for tests) or 0..5 (docs/kimi-api.md §6.1).
     - ``latency``: ``"fast"`` (never sleeps), ``"realistic"`` or a ``LatencyModel``.
     - ``keys``: accepted API keys; empty means one default key (``Simulator.api_key``).
     - ``balance``: starting account balance in CNY; every completed request's cost is deducted.
@@ -130,7 +130,7 @@ class SimConfig:
     own default from the catalog, as Kimi charges it."""
     catalog: str = "full"
     """``"full"``: every model kimiflow knows; ``"online"``: only the models still served in late 2026,
-    the retired ids answering Kimi's 404 (kimi-api.md §2.5)."""
+    the retired ids answering Kimi's 404 (docs/kimi-api.md §2.5)."""
     strict_conversations: bool = True
     """Refuse conversations Kimi refuses (missing tool replies or ``reasoning_content``, duplicate tool-call
     ids); ``False`` accepts them, for users who also test against a laxer provider."""

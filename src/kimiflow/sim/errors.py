@@ -1,4 +1,4 @@
-"""Moonshot's error answers: status, ``error.type`` and the message templates of kimi-api.md §5.
+"""Moonshot's error answers: status, ``error.type`` and the message templates of docs/kimi-api.md §5.
 
 Handlers raise ``SimError``; the app turns it into ``{"error":{"message","type"}}`` with the right
 status. Messages follow the 2026 table (§5.2) where it changed, the 2024 table elsewhere.

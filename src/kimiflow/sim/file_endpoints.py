@@ -1,4 +1,4 @@
-"""The file endpoints: upload, list, get, delete and content (kimi-api.md §7.4) over ``SimState.files``."""
+"""The file endpoints: upload, list, get, delete and content (docs/kimi-api.md §7.4) over ``SimState.files``."""
 
 from __future__ import annotations
 

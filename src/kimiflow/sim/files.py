@@ -1,4 +1,4 @@
-"""The simulator's file store and text extraction (kimi-api.md §7.4, errors §5.2).
+"""The simulator's file store and text extraction (docs/kimi-api.md §7.4, errors §5.2).
 
 Uploads live in memory. ``content`` returns what Kimi returns for ``file-extract`` files: a JSON
 string ``{"content", "file_type", "filename", "title", "type"}`` meant to be pasted into a system

@@ -1,4 +1,4 @@
-"""Tier admission per API key: concurrency, RPM, TPM and TPD (kimi-api.md §6).
+"""Tier admission per API key: concurrency, RPM, TPM and TPD (docs/kimi-api.md §6).
 
 Requests are charged prompt tokens + max_tokens (or the default) at admission, never the real
 output (§6.3). Windows slide over ``clock()`` seconds: 60 for RPM/TPM, 86,400 for TPD. Memory per

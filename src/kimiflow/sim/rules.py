@@ -1,5 +1,5 @@
 """Kimi's per-model rules: thinking, fixed sampling, tool support and ``tool_choice``, and the
-conversation rules it enforces on a request's messages (kimi-api.md §2.1, §2.2, §2.5; kimi-structured.md §3).
+conversation rules it enforces on a request's messages (docs/kimi-api.md §2.1, §2.2, §2.5; docs/kimi-api.md §2.6).
 
 Texts marked LIVE in the reference are Kimi's verbatim; the others follow their pattern and say how
 to fix the request.
@@ -27,7 +27,7 @@ class Thinking:
 
 
 def resolve_thinking(data: dict[str, Any], info: ModelInfo) -> Thinking:
-    """The ``thinking`` parameter checked against the model (kimi-api.md §2.1 ``thinking``)."""
+    """The ``thinking`` parameter checked against the model (docs/kimi-api.md §2.1 ``thinking``)."""
     raw = data.get("thinking")
     if raw is None:
         return Thinking(info.thinks(None), False)
@@ -94,7 +94,7 @@ def check_tool_name(index: int, name: str) -> None:
 
 
 def check_tools_allowed(info: ModelInfo, has_tools: bool) -> None:
-    """400 for tools sent to a model without tool support (kimi-thinking-preview, kimi-api.md §2.5)."""
+    """400 for tools sent to a model without tool support (kimi-thinking-preview, docs/kimi-api.md §2.5)."""
     if has_tools and not info.tools:
         raise errors.invalid_request(
             f"model {info.id} does not support tools; drop tools or use a model with tool calls such as kimi-k2.6"
@@ -135,7 +135,7 @@ def _tool_call_id(message: dict[str, Any], index: int) -> str:
 
 
 def check_conversation(messages: list[dict[str, Any]], thinking: bool) -> None:
-    """Kimi's conversation rules (kimi-api.md §2.2): every tool call answered, no id twice, tool messages
+    """Kimi's conversation rules (docs/kimi-api.md §2.2): every tool call answered, no id twice, tool messages
     with their ``tool_call_id``, and ``reasoning_content`` carried back on thinking requests."""
     seen: set[str] = set()
     for i, message in enumerate(messages):

@@ -1,7 +1,7 @@
 """Structured answers in the simulator: Kimi's MFJS 400s, and JSON content that fits the schema.
 
-Pure, no I/O. ``schema_error`` gives the 400 Kimi sends for a schema it rejects (kimi-structured.md
-§2); ``json_answer`` writes the content for ``json_schema`` (a value conforming to the schema) or
+Pure, no I/O. ``schema_error`` gives the 400 Kimi sends for a schema it rejects (docs/kimi-api.md
+§2.7); ``json_answer`` writes the content for ``json_schema`` (a value conforming to the schema) or
 ``json_object`` (an object), deterministic from the request digest, with strings made from the
 words of the last user message; ``json_pieces`` cuts it into token-sized pieces for streaming;
 ``faulty_content`` spoils an answer the way the answer faults (``ANSWER_FAULTS``) ask.

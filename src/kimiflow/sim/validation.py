@@ -1,4 +1,4 @@
-"""Validating a chat-completion request the way Kimi does (kimi-api.md §2.1, §2.2, §5).
+"""Validating a chat-completion request the way Kimi does (docs/kimi-api.md §2.1, §2.2, §5).
 
 The output is a ``ChatRequest`` with every parameter resolved, so generation never re-checks input.
 """
@@ -133,8 +133,8 @@ def validate_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
                 f"messages[{i}] has partial=true: Partial Mode is only for the last message, "
                 "and it must be an assistant message"
             )
-        # An assistant turn that only calls tools may carry content "" (kimi-api.md §2.2), and so may a
-        # Partial Mode prefix that is only a ``name`` (kimi-api.md §2.3).
+        # An assistant turn that only calls tools may carry content "" (docs/kimi-api.md §2.2), and so may a
+        # Partial Mode prefix that is only a ``name`` (docs/kimi-api.md §2.3).
         allowed_empty = role == "assistant" and (message.get("tool_calls") or (partial and message.get("name")))
         if _content_is_empty(content) and not allowed_empty:
             raise errors.invalid_request(f"messages[{i}] with role '{role}' must not have empty content")

@@ -1,4 +1,4 @@
-"""Balance and token-count responses (kimi-api.md §7.2–7.3)."""
+"""Balance and token-count responses (docs/kimi-api.md §7.2–7.3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Chat completion wire types: responses, stream chunks, usage, tool calls.
 
-Shapes follow kimi-api.md §3–4, including Kimi's differences from OpenAI: ``usage`` inside the
+Shapes follow docs/kimi-api.md §3–4, including Kimi's differences from OpenAI: ``usage`` inside the
 final choice of a stream, ``cached_tokens`` at the top level of ``usage``, ``index`` on
 non-streaming tool calls, and ``reasoning_content`` on thinking models.
 """

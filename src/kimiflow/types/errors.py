@@ -1,4 +1,4 @@
-"""Moonshot's error body: ``{"error": {"message": ..., "type": ...}}`` (kimi-api.md §5.1)."""
+"""Moonshot's error body: ``{"error": {"message": ..., "type": ...}}`` (docs/kimi-api.md §5.1)."""
 
 from __future__ import annotations
 

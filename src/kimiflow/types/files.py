@@ -1,4 +1,4 @@
-"""Files API objects (kimi-api.md §7.4)."""
+"""Files API objects (docs/kimi-api.md §7.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``GET /v1/models`` (kimi-api.md §7.1)."""
+"""``GET /v1/models`` (docs/kimi-api.md §7.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request parameters as TypedDicts: plain dicts work, type checkers still help (kimi-api.md §2)."""
+"""Request parameters as TypedDicts: plain dicts work, type checkers still help (docs/kimi-api.md §2)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ WEB_SEARCH_TOOL: ToolParam = {"type": "builtin_function", "function": {"name": "
 
 
 class ChatCompletionOptions(TypedDict, total=False):
-    """Every optional chat-completion parameter of kimi-api.md §2.1 (all may be omitted)."""
+    """Every optional chat-completion parameter of docs/kimi-api.md §2.1 (all may be omitted)."""
 
     max_tokens: int
     max_completion_tokens: int
