@@ -14,7 +14,7 @@ from kimiflow.batch.journal import (
     OutputConflictError,
 )
 from kimiflow.batch.options import BatchOptions
-from kimiflow.batch.paths import BatchPaths
+from kimiflow.batch.paths import BatchPaths, PathConflictError
 from kimiflow.batch.runner import BatchInputError, run_batch, run_batch_sync
 from kimiflow.batch.store import BatchStore, BatchStoreError
 from kimiflow.batch.summary import BatchSummary
@@ -36,6 +36,7 @@ __all__ = [
     "JournalStateError",
     "LineProblem",
     "OutputConflictError",
+    "PathConflictError",
     "RateLimiter",
     "RateLimits",
     "RequestTooLargeError",

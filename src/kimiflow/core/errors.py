@@ -8,8 +8,18 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
     ├── InvalidArgumentError (ValueError)  an argument to a call is unusable (no model, bad messages,
     │   │                                a value JSON cannot carry, limits out of range); nothing was sent
     │   ├── RequestTooLargeError         a request can never fit the TPM/TPD limit (kimiflow.limits)
-    │   └── InputError                   a batch input line is invalid (kimiflow.batch)
+    │   ├── InvalidSchemaError           a type or schema MFJS cannot express: path and rule (core.schema)
+    │   ├── InputError                   a batch input line is invalid (kimiflow.batch)
+    │   ├── BatchInputError              a batch input has invalid lines; nothing was sent
+    │   ├── PathConflictError            two of a batch's files are one file (errors= equal to output=)
+    │   └── AnswerScriptError            a simulator answers file is invalid (kimiflow.sim.answers)
     ├── ClientClosedError                the client was closed, or an AsyncKimi used from another loop
+    ├── PartialJSONError (ValueError)    streamed JSON that can never become a document (core.partial_json)
+    ├── BatchStoreError                  a batch result cannot be made durable (disk full, journal locked)
+    ├── JournalError                     a batch journal cannot be used as asked
+    │   ├── JournalMismatchError         another input file or other parameters than the batch began with
+    │   ├── JournalStateError            a move the journal's state machine does not allow
+    │   └── OutputConflictError          the output holds results of something else
     ├── StructuredAnswerError            parse() got no valid answer (kimiflow.structured); ``usage`` and
     │   │                                ``completions`` hold every attempt's cost and completion
     │   ├── AnswerValidationError (ValueError)  not JSON, or not the type; errors by JSON path
@@ -34,8 +44,9 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
         └── StreamError                  a stream failed after it started (``partial`` holds what came)
             └── IncompleteStreamError    the stream ended without ``data: [DONE]``
 
-``ValueError`` is a second base only of ``InvalidArgumentError``: code that validates arguments
-catches ``ValueError`` by habit. Every API error carries ``status_code``, ``type``, ``message``,
+``ValueError`` is a second base only where callers reasonably catch it: ``InvalidArgumentError``
+(code that validates arguments catches ``ValueError`` by habit) and the two errors about text that
+does not parse (``AnswerValidationError``, ``PartialJSONError``), as ``json.JSONDecodeError`` is one. Every API error carries ``status_code``, ``type``, ``message``,
 ``request_id`` (``Msh-Request-Id``) and ``attempts``. The API key never appears in any of them:
 messages are built from server text and request metadata only, and ``redact`` scrubs the key in
 use and anything that looks like a key. Server text can echo the key (a hostile proxy copying

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kimiflow.core.errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class TierLimits:
@@ -31,4 +33,4 @@ def tier_limits(tier: int) -> TierLimits:
     try:
         return TIERS[tier]
     except KeyError:
-        raise ValueError(f"unknown tier {tier!r}: Kimi's tiers are 0 to 5") from None
+        raise InvalidArgumentError(f"unknown tier {tier!r}: Kimi's tiers are 0 to 5") from None

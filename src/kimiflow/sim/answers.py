@@ -51,6 +51,7 @@ from typing import Any
 
 import msgspec
 
+from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.core.tokens import estimate_text_tokens
 from kimiflow.sim.completion import ChoicePlan, ToolCallPlan
 from kimiflow.sim.config import FAULT_NAMES, ScriptedAnswers
@@ -67,7 +68,7 @@ _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _encode = msgspec.json.Encoder().encode
 
 
-class AnswerScriptError(ValueError):
+class AnswerScriptError(InvalidArgumentError):
     """A scripted-answers file that cannot be used; the message names the line and the fix."""
 
 

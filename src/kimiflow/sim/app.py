@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import msgspec
 from aiohttp import web
 
+from kimiflow.core.errors import KimiflowError
 from kimiflow.sim import errors
 from kimiflow.sim.account import MODEL_PATH_PREFIX, balance_info, estimate_tokens, list_models, retrieve_model
 from kimiflow.sim.auth import authenticate
@@ -206,7 +207,7 @@ def run_in_thread(
     thread = threading.Thread(target=serve, name="kimiflow-sim", daemon=True)
     thread.start()
     if not ready.wait(start_timeout):
-        raise RuntimeError(f"the simulator did not start within {start_timeout} s")
+        raise KimiflowError(f"the simulator did not start within {start_timeout} s")
     if failure:
         thread.join(start_timeout)
         loop.close()

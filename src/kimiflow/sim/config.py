@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.core.tiers import TIERS
 
 DEFAULT_KEY = "sk-sim-kimiflow-local-0000000000000000"
@@ -61,9 +62,9 @@ class LatencyModel:
 
     def __post_init__(self) -> None:
         if self.ttft_s < 0 or self.tokens_per_second < 0:
-            raise ValueError("LatencyModel: ttft_s and tokens_per_second must be >= 0")
+            raise InvalidArgumentError("LatencyModel: ttft_s and tokens_per_second must be >= 0")
         if not 0 <= self.jitter < 1:
-            raise ValueError("LatencyModel: jitter is a fraction in [0, 1), e.g. 0.4 for ±40 %")
+            raise InvalidArgumentError("LatencyModel: jitter is a fraction in [0, 1), e.g. 0.4 for ±40 %")
 
     @property
     def is_instant(self) -> bool:
@@ -140,34 +141,34 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
-            raise ValueError(f"tier must be None or one of 0..5, got {self.tier!r}")
+            raise InvalidArgumentError(f"tier must be None or one of 0..5, got {self.tier!r}")
         if isinstance(self.latency, str) and self.latency not in LATENCY_PRESETS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown latency preset {self.latency!r}: use one of {', '.join(LATENCY_PRESETS)} "
                 "or a LatencyModel(...)"
             )
         if isinstance(self.keys, str):
-            raise ValueError("keys must be a tuple of strings, e.g. keys=('sk-sim-a',), not one string")
+            raise InvalidArgumentError("keys must be a tuple of strings, e.g. keys=('sk-sim-a',), not one string")
         for key in self.keys:
             if not key or any(ch.isspace() for ch in key):
-                raise ValueError("every simulator key must be a non-empty string without whitespace")
+                raise InvalidArgumentError("every simulator key must be a non-empty string without whitespace")
         total = 0.0
         for name, rate in self.fault_rates.items():
             if name not in FAULT_NAMES:
-                raise ValueError(f"unknown fault {name!r}: known faults are {', '.join(FAULT_NAMES)}")
+                raise InvalidArgumentError(f"unknown fault {name!r}: known faults are {', '.join(FAULT_NAMES)}")
             if not 0 <= rate <= 1:
-                raise ValueError(f"fault rate for {name!r} must be in [0, 1], got {rate!r}")
+                raise InvalidArgumentError(f"fault rate for {name!r} must be in [0, 1], got {rate!r}")
             total += rate
         if total > 1:
-            raise ValueError(f"fault rates add up to {total:g}; their sum must be at most 1")
+            raise InvalidArgumentError(f"fault rates add up to {total:g}; their sum must be at most 1")
         if self.max_file_bytes <= 0 or self.max_files <= 0:
-            raise ValueError("max_file_bytes and max_files must be positive")
+            raise InvalidArgumentError("max_file_bytes and max_files must be positive")
         if self.default_max_tokens is not None and self.default_max_tokens <= 0:
-            raise ValueError("default_max_tokens must be positive")
+            raise InvalidArgumentError("default_max_tokens must be positive")
         if self.catalog not in ("full", "online"):
-            raise ValueError(f"catalog must be 'full' or 'online', got {self.catalog!r}")
+            raise InvalidArgumentError(f"catalog must be 'full' or 'online', got {self.catalog!r}")
         if self.answers is not None and not isinstance(self.answers, ScriptedAnswers):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"answers must be a loaded script, not a {type(self.answers).__name__}: use "
                 "answers=AnswerScript.load('answers.jsonl') (from kimiflow.sim.answers)"
             )
@@ -196,11 +197,11 @@ def parse_fault_rates(spec: str) -> dict[str, float]:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep:
-            raise ValueError(f"fault rate {item!r} needs the form NAME=RATE, e.g. 500=0.05")
+            raise InvalidArgumentError(f"fault rate {item!r} needs the form NAME=RATE, e.g. 500=0.05")
         if name not in FAULT_NAMES:
-            raise ValueError(f"unknown fault {name!r}: known faults are {', '.join(FAULT_NAMES)}")
+            raise InvalidArgumentError(f"unknown fault {name!r}: known faults are {', '.join(FAULT_NAMES)}")
         try:
             rates[name] = float(value)
         except ValueError:
-            raise ValueError(f"fault rate for {name!r} must be a number, got {value!r}") from None
+            raise InvalidArgumentError(f"fault rate for {name!r} must be a number, got {value!r}") from None
     return rates
