@@ -278,6 +278,14 @@ class RedisLimiter:
 
     # -- lifetime ------------------------------------------------------------------------------------
 
+    async def ping(self) -> None:
+        """Check that Redis answers; raises ``LimiterUnavailableError`` (whatever ``on_unavailable`` says)."""
+        try:
+            await self._redis.ping()
+        except self._down as exc:
+            raise LimiterUnavailableError(f"the shared limits in Redis at {self.where} are unreachable "
+                                          f"({type(exc).__name__}: {exc}); start Redis or fix the URL") from None
+
     async def aclose(self) -> None:
         """Stop renewing and close the connections. Leases still held expire after ``lease_seconds``."""
         if self._renewer is not None:
@@ -318,7 +326,7 @@ class RedisLimiter:
                 out.append(int(value))  # a daily budget is not a place where online traffic needs headroom
                 continue
             # Whole units only, as the margin: 10 % of tier 0's 3 RPM is nothing, not one of the three.
-            out.append(max(1, int(value) - math.floor(value * (1.0 - share))))
+            out.append(max(1, int(value) - math.floor(value * (1.0 - share) + 1e-9)))  # 1e-9: 20 * 0.1 is 1.99...
         return out
 
     def _events(self) -> tuple[asyncio.Lock, asyncio.Event]:
