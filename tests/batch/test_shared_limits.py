@@ -32,7 +32,7 @@ def tier0_sim() -> Iterator[Simulator]:
 async def two_runs(tmp_path: Path, sim: Simulator, limiters: list[Limiter]) -> list[int]:
     sizes = [2, 1]
     runs = []
-    for n, (size, limiter) in enumerate(zip(sizes, limiters)):
+    for n, (size, limiter) in enumerate(zip(sizes, limiters, strict=True)):
         src = write_jsonl(tmp_path / f"in{n}.jsonl", prompts(size))
         runs.append(run_batch(src, tmp_path / f"out{n}.jsonl", api_key=sim.api_key, base_url=sim.base_url,
                               limiter=limiter, model="moonshot-v1-8k", max_attempts=5))

@@ -233,3 +233,15 @@ def test_bad_settings_are_one_clear_line() -> None:
 def test_import_kimiflow_limits_does_not_import_redis() -> None:
     code = "import sys, kimiflow.limits; assert 'redis' not in sys.modules, 'redis imported'; print('ok')"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "ok\n"
+
+
+async def test_closing_a_limiter_frees_the_leases_it_still_holds(redis_url: str, namespace: str) -> None:
+    other = RedisLimiter(redis_url, LIMITS, namespace=namespace)
+    try:
+        holder = RedisLimiter(redis_url, LIMITS, namespace=namespace, lease_seconds=60)
+        await holder.acquire(Charge())
+        assert (await other.try_acquire(Charge())).reason == "concurrency"
+        await holder.aclose()  # a clean shutdown does not make the others wait out the lease
+        assert (await other.try_acquire(Charge())).lease is not None
+    finally:
+        await other.aclose()

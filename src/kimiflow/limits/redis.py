@@ -287,11 +287,17 @@ class RedisLimiter:
                                           f"({type(exc).__name__}: {exc}); start Redis or fix the URL") from None
 
     async def aclose(self) -> None:
-        """Stop renewing and close the connections. Leases still held expire after ``lease_seconds``."""
+        """Stop renewing, free the leases still held and close the connections."""
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
+        if self._held:
+            held, self._held = list(self._held), {}
+            try:
+                await self._redis.zrem(self._leases, *held)
+            except self._down as exc:  # they expire after lease_seconds by themselves
+                log.warning("could not free %d lease(s) in Redis at %s on close: %s", len(held), self.where, exc)
         await self._redis.aclose()
 
     async def __aenter__(self) -> RedisLimiter:
