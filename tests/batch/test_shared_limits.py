@@ -96,3 +96,32 @@ def test_a_bad_or_unreachable_limits_url_is_one_line_and_nothing_is_sent(
     assert message in result.output and "hunter2" not in result.output
     assert result.output.strip().count("\n") == 0
     assert tier0_sim.stats.requests == 0
+
+
+async def test_a_batch_sits_out_a_redis_restart_and_finishes_every_request(tmp_path: Path) -> None:
+    from kimiflow.cli.batch import OUTAGE_WAIT
+
+    from ..redis_server import RedisServer, free_port
+
+    assert OUTAGE_WAIT >= 60  # the CLI's choice: a restart pauses the run, it does not fail the rest
+    server = RedisServer(tmp_path, port=free_port()).start()
+    src = write_jsonl(tmp_path / "in.jsonl", prompts(30))
+    try:
+        async with Simulator(SimConfig(latency=LatencyModel(ttft_s=0.05), seed=2)) as sim, \
+                RedisLimiter(server.url, RateLimits(concurrency=2, rpm=100_000, tpm=10**9), key=sim.api_key,
+                             priority="batch", outage_wait=OUTAGE_WAIT) as limiter:
+            async def restart() -> None:
+                await asyncio.sleep(0.3)
+                server.stop()
+                await asyncio.sleep(1.5)
+                server.start()
+
+            restarting = asyncio.create_task(restart())
+            summary = await asyncio.wait_for(run_batch(src, tmp_path / "out.jsonl", api_key=sim.api_key,
+                                                       base_url=sim.base_url, limiter=limiter,
+                                                       model="moonshot-v1-8k"), timeout=60)
+            await restarting
+        assert summary.succeeded == 30 and summary.failed == 0
+        assert len(read_jsonl(tmp_path / "out.jsonl")) == 30
+    finally:
+        server.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kimiflow.core.errors import InvalidArgumentError, KimiflowError
-from kimiflow.limits import Charge, LimiterUnavailableError, RateLimits, RedisLimiter
+from kimiflow.limits import Charge, LimiterUnavailableError, RateLimits, RedisLimiter, Ticket
 
 from .conftest import RedisServer, free_port
 
@@ -245,3 +245,27 @@ async def test_closing_a_limiter_frees_the_leases_it_still_holds(redis_url: str,
         assert (await other.try_acquire(Charge())).lease is not None
     finally:
         await other.aclose()
+
+
+async def test_acquire_sits_out_a_redis_restart_for_outage_wait_then_fails_closed(tmp_path: Path,
+                                                                                  namespace: str) -> None:
+    server = RedisServer(tmp_path, port=free_port()).start()
+    try:
+        async with RedisLimiter(server.url, RateLimits(concurrency=10), namespace=namespace,
+                                outage_wait=20) as patient, \
+                RedisLimiter(server.url, RateLimits(concurrency=10), namespace=namespace, outage_wait=0.5) as brief:
+            assert (await patient.try_acquire(Charge())).lease is not None
+            server.stop()
+            started = time.monotonic()
+            with pytest.raises(LimiterUnavailableError):
+                await brief.acquire(Charge())
+            assert 0.4 <= time.monotonic() - started < 3
+            waiting = asyncio.create_task(patient.acquire(Charge()))
+            await asyncio.sleep(1.2)
+            assert not waiting.done()  # nothing admitted while Redis is away
+            server.start()
+            lease = await asyncio.wait_for(waiting, timeout=10)
+            assert not isinstance(lease.handle, Ticket)  # admitted by Redis, not locally
+            await patient.release(lease)
+    finally:
+        server.stop()

@@ -23,6 +23,8 @@ FLAGS = {
     "tier": "--tier", "timeout": "--timeout", "tpd": "--tpd", "tpm": "--tpm",
 }
 """The library's parameter names (as its messages write them, ``name=``) and the flags they are here."""
+OUTAGE_WAIT = 120.0
+"""With ``--limits URL``, seconds the run waits for an unreachable Redis before the requests left fail."""
 _PARAMETER = re.compile(r"\b([a-z_]+)=(True\b|N\b)?")
 
 
@@ -76,7 +78,9 @@ async def _run(input_path: Path, output: Path, options: BatchOptions, progress: 
 
     # Keyed by the API key (hashed, never stored): every process spending that key shares its books.
     # A batch is the class that yields first near the limits, so online traffic on the key goes on.
-    async with RedisLimiter(limits_url, options.rate_limits, key=key, priority="batch") as limiter:
+    # A Redis restart pauses the run (nothing is admitted meanwhile) instead of failing what is left.
+    async with RedisLimiter(limits_url, options.rate_limits, key=key, priority="batch",
+                            outage_wait=OUTAGE_WAIT) as limiter:
         await limiter.ping()
         return await run_batch(input_path, output, options=options.with_limiter(limiter), progress=progress)
 

@@ -25,7 +25,8 @@ Library use, here with ``AsyncKimi``; every process that builds its limiter with
 online traffic sharing the account. When Redis cannot be reached, ``on_unavailable="fail-closed"``
 (the default) raises ``LimiterUnavailableError``; ``"local-share"`` keeps going on an in-process
 ``RateLimiter`` holding each limit divided by ``replicas`` (the processes expected to share the
-account), with one WARNING per outage, and goes back to Redis once it answers. Neither admits without
+account), with one WARNING per outage, and goes back to Redis once it answers. With fail-closed,
+``outage_wait`` seconds let ``acquire`` sit out a Redis restart (admitting nothing) before it raises. Neither admits without
 limits. Key names hold only ``namespace`` and a hash of ``key``, so passing an API key as ``key`` is
 safe; the URL's password is never logged.
 """
@@ -135,6 +136,7 @@ class RedisLimiter:
         priority: Priority = "default",
         on_unavailable: OnUnavailable = "fail-closed",
         replicas: int = 1,
+        outage_wait: float = 0.0,
         socket_timeout: float = 2.0,
     ) -> None:
         scheme = urlsplit(url).scheme if isinstance(url, str) else ""
@@ -147,6 +149,8 @@ class RedisLimiter:
             raise InvalidArgumentError(f"on_unavailable= must be 'fail-closed' or 'local-share', got {on_unavailable!r}")
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise InvalidArgumentError(f"replicas= must be a whole number of at least 1, got {replicas!r}")
+        if not (isinstance(outage_wait, (int, float)) and 0 <= outage_wait <= 86_400):
+            raise InvalidArgumentError(f"outage_wait= must be seconds between 0 and 86400, got {outage_wait!r}")
         if not (isinstance(lease_seconds, (int, float)) and 0.1 <= lease_seconds <= 3600):
             raise InvalidArgumentError(f"lease_seconds= must be between 0.1 and 3600, got {lease_seconds!r}")
         if not namespace or any(c in namespace for c in "{}: \n"):
@@ -164,6 +168,7 @@ class RedisLimiter:
         self.priority = priority
         self.on_unavailable = on_unavailable
         self.replicas = replicas
+        self.outage_wait = float(outage_wait)
         self.where = _describe(url)
         self._lease_ms = int(lease_seconds * 1000)
         # One retry covers a pooled connection that a Redis restart broke; more would only hide an outage.
@@ -241,8 +246,23 @@ class RedisLimiter:
         line, released = self._events()
         async with line:  # this process's waiters go first in, first out; only the head asks Redis
             poll = _POLL_MIN
+            gave_up_at: float | None = None
             while True:
-                admission = await self.try_acquire(charge)
+                try:
+                    admission = await self.try_acquire(charge)
+                except LimiterUnavailableError:
+                    # Fail closed, but a batch may choose to sit out a Redis restart rather than fail.
+                    now = time.monotonic()
+                    if gave_up_at is None:
+                        gave_up_at = now + self.outage_wait
+                        if self.outage_wait > 0:
+                            log.warning("Redis at %s is unreachable: admitting nothing, waiting up to %.0f s for "
+                                        "it", self.where, self.outage_wait)
+                    if now >= gave_up_at:
+                        raise
+                    await asyncio.sleep(min(PROBE_SECONDS, gave_up_at - now))
+                    continue
+                gave_up_at = None
                 if admission.lease is not None:
                     return admission.lease
                 released.clear()
