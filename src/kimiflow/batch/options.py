@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,11 @@ class BatchOptions:
             raise InvalidArgumentError(f"run_batch() got unknown option(s) {', '.join(unknown)}; "
                                        f"known: {', '.join(sorted(known))}")
         return cls(**keywords)
+
+    def with_limiter(self, limiter: Limiter) -> BatchOptions:
+        """A copy paced by ``limiter`` (e.g. a ``RedisLimiter`` built from these ``rate_limits``) instead."""
+        return replace(self, limiter=limiter, limits=None, tier=None, concurrency=None, rpm=None, tpm=None,
+                       tpd=None, tier_defaulted=self.tier_defaulted)
 
     @property
     def defaults(self) -> InputDefaults:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from kimiflow.batch.options import BatchOptions
     from kimiflow.batch.progress import Progress
+    from kimiflow.batch.summary import BatchSummary
 
 FLAGS = {
     "api_key": "--api-key", "concurrency": "--concurrency", "errors": "--errors", "grace_seconds": "--grace",
@@ -21,6 +23,8 @@ FLAGS = {
     "tier": "--tier", "timeout": "--timeout", "tpd": "--tpd", "tpm": "--tpm",
 }
 """The library's parameter names (as its messages write them, ``name=``) and the flags they are here."""
+OUTAGE_WAIT = 120.0
+"""With ``--limits URL``, seconds the run waits for an unreachable Redis before the requests left fail."""
 _PARAMETER = re.compile(r"\b([a-z_]+)=(True\b|N\b)?")
 
 
@@ -63,6 +67,24 @@ class _InFlags:
         self._progress.stop()
 
 
+async def _run(input_path: Path, output: Path, options: BatchOptions, progress: Progress, limits_url: str | None,
+               key: str) -> BatchSummary:
+    """The run, paced by the in-process limiter or, with ``--limits URL``, by the account's shared one."""
+    from kimiflow.batch.runner import run_batch
+
+    if limits_url is None:
+        return await run_batch(input_path, output, options=options, progress=progress)
+    from kimiflow.limits import RedisLimiter
+
+    # Keyed by the API key (hashed, never stored): every process spending that key shares its books.
+    # A batch is the class that yields first near the limits, so online traffic on the key goes on.
+    # A Redis restart pauses the run (nothing is admitted meanwhile) instead of failing what is left.
+    async with RedisLimiter(limits_url, options.rate_limits, key=key, priority="batch",
+                            outage_wait=OUTAGE_WAIT) as limiter:
+        await limiter.ping()
+        return await run_batch(input_path, output, options=options.with_limiter(limiter), progress=progress)
+
+
 def _resume_command(ctx: click.Context) -> str:
     """The same command line again (without ``--retry-failed``); the API key is never included."""
     args = [str(ctx.params["input_path"])]
@@ -90,6 +112,9 @@ def _resume_command(ctx: click.Context) -> str:
 @click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute (prompt + max_tokens).")
 @click.option("--tpd", type=click.IntRange(1), default=None, help="Tokens per day.")
+@click.option("--limits", "limits_url", default=None, metavar="URL",
+              help="Share these limits with every process on the same key through Redis: redis://HOST:PORT/0, "
+                   "rediss://... or unix:///path/redis.sock (needs kimiflow[redis]).")
 @click.option("-m", "--model", default=None, help="Model for lines that name none.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="max_tokens for lines that set none.")
 @click.option("-s", "--system", default=None, help="System prompt for lines that have none.")
@@ -105,8 +130,8 @@ def _resume_command(ctx: click.Context) -> str:
 @click.option("--quiet", is_flag=True, help="No progress display, only the final summary.")
 def batch(
     input_path: Path, output: Path, errors: Path | None, tier: int | None, concurrency: int | None,
-    rpm: int | None, tpm: int | None, tpd: int | None, model: str | None, max_tokens: int | None,
-    system: str | None, max_attempts: int, retry_failed: bool, skip_invalid: bool, timeout: float | None,
+    rpm: int | None, tpm: int | None, tpd: int | None, limits_url: str | None, model: str | None,
+    max_tokens: int | None, system: str | None, max_attempts: int, retry_failed: bool, skip_invalid: bool, timeout: float | None,
     grace: float, base_url: str | None, api_key: str | None, quiet: bool,
 ) -> None:
     """Run a JSONL file of chat requests at the account's limits; re-run the same command to resume.
@@ -118,6 +143,7 @@ def batch(
     \b
     kimiflow batch tickets.jsonl -o out.jsonl --tier 2 -m moonshot-v1-8k
     kimiflow batch tickets.jsonl -o out.jsonl --concurrency 50 --rpm 200 --tpm 2000000
+    kimiflow batch tickets.jsonl -o out.jsonl --tier 2 --limits redis://127.0.0.1:6379/0
 
     \b
     Exit status: 0 all done, 2 some requests failed (re-run with --retry-failed),
@@ -127,7 +153,6 @@ def batch(
     from kimiflow.batch.options import BatchOptions
     from kimiflow.batch.paths import BatchPaths
     from kimiflow.batch.progress import NullProgress, PlainProgress, default_progress
-    from kimiflow.batch.runner import run_batch
     from kimiflow.batch.summary import (
         AUTH_FAILED,
         INPUT_CHANGED,
@@ -168,9 +193,11 @@ def batch(
         limits_note = (f"{chosen.concurrency} in flight, {chosen.rpm} RPM, {chosen.tpm} TPM" if tier is None
                        and None not in explicit else
                        f"tier {tier or 0}: {chosen.concurrency} in flight, {chosen.rpm} RPM, {chosen.tpm} TPM")
+        if limits_url is not None:
+            limits_note += ", shared through Redis"
         if not quiet:
             click.echo(f"batch: {input_path} -> {output} ({limits_note})", err=True)
-        summary = asyncio.run(run_batch(input_path, output, options=options, progress=_InFlags(progress)))
+        summary = asyncio.run(_run(input_path, output, options, _InFlags(progress), limits_url, key))
     except (KimiflowError, ValueError, OSError) as exc:
         # The CLI's one translation point: the library names its parameters, the user typed flags.
         raise click.ClickException(in_flags(str(exc))) from None

@@ -8,8 +8,12 @@
 >>> await limiter.release(lease)
 
 Code that takes a limiter types it as ``Limiter`` (a Protocol), so an implementation over a shared
-store can replace ``RateLimiter`` without touching it.
+store can replace ``RateLimiter`` without touching it: ``RedisLimiter`` (``limits.redis``) shares one
+account's limits across processes and machines. It is imported on first use only, so
+``import kimiflow.limits`` never imports redis.
 """
+
+from typing import Any
 
 from kimiflow.limits.books import Admission, LimiterState, RateLimits, RequestTooLargeError, SlidingWindow, Ticket
 from kimiflow.limits.charge import Charge, request_charge
@@ -23,11 +27,23 @@ __all__ = [
     "LeaseAdmission",
     "Limiter",
     "LimiterState",
+    "LimiterUnavailableError",
     "RateLimiter",
     "RateLimits",
+    "RedisLimiter",
     "RequestTooLargeError",
     "SlidingWindow",
     "Slot",
     "Ticket",
     "request_charge",
 ]
+
+_LAZY = {"LimiterUnavailableError", "RedisLimiter"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from kimiflow.limits import redis
+
+        return getattr(redis, name)
+    raise AttributeError(f"module 'kimiflow.limits' has no attribute {name!r}")

@@ -1,0 +1,471 @@
+"""``RedisLimiter``: one account's limits shared by every process and machine, kept in Redis.
+
+Each admission is one atomic Lua script (``limits/lua/admit.lua``, one EVALSHA round trip): it reads
+Redis's clock (``TIME``, never the caller's), drops leases whose holder stopped renewing them, checks
+the shared 429 pause, the concurrency leases and the sliding RPM, TPM and TPD windows (time buckets in
+hashes that expire), and records the admission. Settling and releasing are one script too. While a
+process holds leases, a background task renews them; a process that dies (kill -9, a lost machine)
+stops renewing, so its slots come back after ``lease_seconds`` by themselves.
+
+Library use, here with ``AsyncKimi``; every process that builds its limiter with the same ``url``,
+``namespace`` and ``key`` shares the one account's books (a gateway replica, a nightly batch, a service)::
+
+    from kimiflow import AsyncKimi
+    from kimiflow.limits import RateLimits, RedisLimiter, request_charge
+
+    async with RedisLimiter("redis://10.0.0.5:6379/0", RateLimits.for_tier(2), key="acme-prod",
+                            priority="interactive") as limiter, AsyncKimi() as client:
+        async with limiter.slot(request_charge(body)) as slot:   # waits for room under every limit
+            resp = await client.chat.completions.create(**body)
+            slot.settle(resp.usage)                                # applied when the block ends
+    # or the Limiter calls: lease = await limiter.acquire(charge); ... settle(lease, usage); release(lease)
+
+``priority`` is the caller's class: near a limit, ``batch`` callers are refused first (they may fill
+90 % of each limit, ``default`` 95 %, ``interactive`` all of it), so a nightly batch never starves the
+online traffic sharing the account. When Redis cannot be reached, ``on_unavailable="fail-closed"``
+(the default) raises ``LimiterUnavailableError``; ``"local-share"`` keeps going on an in-process
+``RateLimiter`` holding each limit divided by ``replicas`` (the processes expected to share the
+account), with one WARNING per outage, and goes back to Redis once it answers. With fail-closed,
+``outage_wait`` seconds let ``acquire`` sit out a Redis restart (admitting nothing) before it raises. Neither admits without
+limits. Key names hold only ``namespace`` and a hash of ``key``, so passing an API key as ``key`` is
+safe; the URL's password is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from kimiflow.core.errors import ConfigError, InvalidArgumentError, KimiflowError
+from kimiflow.limits.books import LimiterState, RateLimits, RequestTooLargeError, Ticket
+from kimiflow.limits.charge import Charge
+from kimiflow.limits.interface import Lease, LeaseAdmission
+from kimiflow.limits.local import RateLimiter
+from kimiflow.types.chat import Usage
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+log = logging.getLogger("kimiflow.limits.redis")
+
+Priority = Literal["interactive", "default", "batch"]
+OnUnavailable = Literal["fail-closed", "local-share"]
+PRIORITY_SHARE: dict[str, float] = {"interactive": 1.0, "default": 0.95, "batch": 0.90}
+"""The part of each limit a class may fill; the rest is left to the classes above it."""
+PROBE_SECONDS = 1.0
+"""In ``local-share`` mode during an outage, how often an admission tries Redis again."""
+_POLL_MIN, _POLL_MAX = 0.02, 0.25
+"""A full concurrency limit frees up in another process without telling us: poll, backing off."""
+_LONGEST_SLEEP = 5.0
+"""A waiter re-asks Redis at least this often (another process may have changed the books)."""
+_LUA = Path(__file__).with_name("lua")
+
+
+class LimiterUnavailableError(KimiflowError):
+    """The shared limits cannot be reached; nothing was admitted. Try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = PROBE_SECONDS) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Held:
+    """A Redis lease: its id and the buckets its tokens went into (so a settle corrects the same ones)."""
+
+    id: str
+    minute_bucket: int
+    day_bucket: int
+    tokens: int
+    settled: bool = False
+    released: bool = False
+
+
+class RedisSlot:
+    """One admitted request as an ``async with`` block; ``settle(usage)`` is applied as the block ends."""
+
+    def __init__(self, limiter: RedisLimiter, charge: Charge) -> None:
+        self._limiter = limiter
+        self._charge = charge
+        self._usage: Usage | None = None
+        self._settle = False
+        self.lease: Lease | None = None
+
+    async def __aenter__(self) -> RedisSlot:
+        self.lease = await self._limiter.acquire(self._charge)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.lease is not None:
+            # Settle and release in the one round trip; shielded so a cancelled task still frees its slot.
+            await asyncio.shield(self._limiter._finish(self.lease, self._usage if self._settle else None,
+                                                       settle=self._settle, release=True))
+
+    def settle(self, usage: Usage | None) -> None:
+        """Replace the estimate with what Kimi counted (real prompt + the whole output budget)."""
+        self._usage, self._settle = usage, True
+
+
+class RedisLimiter:
+    """Kimi's concurrency, RPM, TPM and TPD limits for one account, shared through Redis.
+
+    ``url`` is ``redis://``, ``rediss://`` or ``unix://``. It implements ``kimiflow.limits.Limiter``;
+    see the module docstring for an example. Close it (``await limiter.aclose()`` or ``async with``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        limits: RateLimits,
+        *,
+        namespace: str = "kimiflow",
+        key: str = "default",
+        lease_seconds: float = 30.0,
+        priority: Priority = "default",
+        on_unavailable: OnUnavailable = "fail-closed",
+        replicas: int = 1,
+        outage_wait: float = 0.0,
+        socket_timeout: float = 2.0,
+    ) -> None:
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise InvalidArgumentError(f"the shared limits need a redis://, rediss:// or unix:// URL, got "
+                                       f"{_describe(url)!r}; for example redis://127.0.0.1:6379/0")
+        if priority not in PRIORITY_SHARE:
+            raise InvalidArgumentError(f"priority= must be one of {', '.join(PRIORITY_SHARE)}, got {priority!r}")
+        if on_unavailable not in ("fail-closed", "local-share"):
+            raise InvalidArgumentError(f"on_unavailable= must be 'fail-closed' or 'local-share', got {on_unavailable!r}")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise InvalidArgumentError(f"replicas= must be a whole number of at least 1, got {replicas!r}")
+        if not (isinstance(outage_wait, (int, float)) and 0 <= outage_wait <= 86_400):
+            raise InvalidArgumentError(f"outage_wait= must be seconds between 0 and 86400, got {outage_wait!r}")
+        if not (isinstance(lease_seconds, (int, float)) and 0.1 <= lease_seconds <= 3600):
+            raise InvalidArgumentError(f"lease_seconds= must be between 0.1 and 3600, got {lease_seconds!r}")
+        if not namespace or any(c in namespace for c in "{}: \n"):
+            raise InvalidArgumentError(f"namespace= must be a non-empty name without braces, colons or spaces, "
+                                       f"got {namespace!r}")
+        try:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
+        except ImportError:
+            raise ConfigError("the shared limits need the redis package: pip install 'kimiflow[redis]'") from None
+        self._limits = limits
+        self.priority = priority
+        self.on_unavailable = on_unavailable
+        self.replicas = replicas
+        self.outage_wait = float(outage_wait)
+        self.where = _describe(url)
+        self._lease_ms = int(lease_seconds * 1000)
+        # One retry covers a pooled connection that a Redis restart broke; more would only hide an outage.
+        self._redis: Redis = redis.asyncio.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], health_check_interval=0,
+        )
+        self._down: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
+                                                       asyncio.TimeoutError)
+        scripts = {name: (_LUA / f"{name}.lua").read_text(encoding="utf-8") for name in ("admit", "finish",
+                                                                                          "renew", "pause")}
+        self._admit: AsyncScript = self._redis.register_script(scripts["admit"])
+        self._finish_script: AsyncScript = self._redis.register_script(scripts["finish"])
+        self._renew: AsyncScript = self._redis.register_script(scripts["renew"])
+        self._pause: AsyncScript = self._redis.register_script(scripts["pause"])
+        account = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
+        prefix = f"{namespace}:{{{account}}}:"  # one hash tag: a cluster keeps an account's keys on one node
+        self._leases, self._requests, self._tokens, self._day, self._pause_key = (
+            prefix + name for name in ("leases", "rpm", "tpm", "tpd", "pause"))
+        window = limits.window_seconds + limits.guard_seconds
+        day = limits.day_seconds + limits.guard_seconds
+        self._window_ms, self._day_ms = math.ceil(window * 1000), math.ceil(day * 1000)
+        # 60 buckets a minute window (1 s each) and 1440 a day (1 min each): bounded memory at any rate.
+        self._bucket_ms = max(1, self._window_ms // 60)
+        self._day_bucket_ms = max(1, self._day_ms // 1440)
+        self._backoff = LimiterState(limits)  # this process's slow-down after a 429 and its own pause
+        self._fallback = RateLimiter(_divided(limits, replicas))
+        self._outage_since: float | None = None
+        self._next_probe = 0.0
+        self._held: dict[str, _Held] = {}
+        self._renewer: asyncio.Task[None] | None = None
+        self._line: asyncio.Lock | None = None
+        self._released: asyncio.Event | None = None
+
+    # -- the Limiter interface ---------------------------------------------------------------------
+
+    @property
+    def limits(self) -> RateLimits:
+        return self._limits
+
+    def slot(self, charge: Charge | None = None) -> RedisSlot:
+        """An ``async with`` block holding one request admitted at ``charge`` (nothing charged if omitted)."""
+        return RedisSlot(self, charge or Charge())
+
+    async def try_acquire(self, charge: Charge) -> LeaseAdmission:
+        """Admit now or say how long to wait (``None``: until a lease ends); never waits for room.
+
+        Raises ``LimiterUnavailableError`` when Redis cannot be reached and the mode is fail-closed.
+        """
+        self._check_size(charge)
+        now = time.monotonic()
+        if now < self._backoff.paused_until:
+            return LeaseAdmission(None, self._backoff.paused_until - now, "paused after a 429")
+        if self._outage_since is not None and now < self._next_probe:
+            return await self._fallback.try_acquire(charge)
+        lease_id = uuid.uuid4().hex
+        try:
+            reply = await self._admit(keys=[self._leases, self._requests, self._tokens, self._day, self._pause_key],
+                                      args=[lease_id, charge.tokens, *self._effective(now), self._window_ms,
+                                            self._day_ms, self._bucket_ms, self._day_bucket_ms, self._lease_ms])
+        except self._down as exc:
+            return await self._unavailable(exc, charge)
+        self._reachable()
+        if int(reply[0]) != 1:
+            wait_ms = int(reply[1])
+            reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+            return LeaseAdmission(None, None if wait_ms < 0 else wait_ms / 1000, reason)
+        held = _Held(lease_id, int(reply[2]), int(reply[3]), charge.tokens)
+        self._hold(held)
+        return LeaseAdmission(Lease(charge, held))
+
+    async def acquire(self, charge: Charge) -> Lease:
+        """Wait until a request charged ``charge`` may be sent; returns its lease (release it!)."""
+        self._check_size(charge)
+        line, released = self._events()
+        async with line:  # this process's waiters go first in, first out; only the head asks Redis
+            poll = _POLL_MIN
+            gave_up_at: float | None = None
+            while True:
+                try:
+                    admission = await self.try_acquire(charge)
+                except LimiterUnavailableError:
+                    # Fail closed, but a batch may choose to sit out a Redis restart rather than fail.
+                    now = time.monotonic()
+                    if gave_up_at is None:
+                        gave_up_at = now + self.outage_wait
+                        if self.outage_wait > 0:
+                            log.warning("Redis at %s is unreachable: admitting nothing, waiting up to %.0f s for "
+                                        "it", self.where, self.outage_wait)
+                    if now >= gave_up_at:
+                        raise
+                    await asyncio.sleep(min(PROBE_SECONDS, gave_up_at - now))
+                    continue
+                gave_up_at = None
+                if admission.lease is not None:
+                    return admission.lease
+                released.clear()
+                if admission.wait is None:
+                    seconds, poll = poll, min(poll * 2, _POLL_MAX)
+                else:
+                    seconds, poll = min(admission.wait, _LONGEST_SLEEP), _POLL_MIN
+                try:
+                    await asyncio.wait_for(released.wait(), timeout=seconds)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def settle(self, lease: Lease, usage: Usage | None) -> None:
+        await self._finish(lease, usage, settle=True, release=False)
+
+    async def release(self, lease: Lease) -> None:
+        await self._finish(lease, None, settle=False, release=True)
+
+    async def report_rate_limited(self, retry_after: float | None = None) -> None:
+        """A 429 got through: every process on the account pauses ``retry_after`` s; this one slows down."""
+        now = time.monotonic()
+        self._backoff.on_rate_limited(now, retry_after)
+        if self._outage_since is not None:
+            await self._fallback.report_rate_limited(retry_after)
+        if retry_after is not None and retry_after > 0:
+            try:
+                await self._pause(keys=[self._pause_key], args=[math.ceil(retry_after * 1000)])
+            except self._down as exc:
+                # This process pauses anyway (above); the others will meet the 429 themselves.
+                log.warning("could not share a 429 pause through Redis at %s: %s", self.where, exc)
+        _, released = self._events()
+        released.set()
+
+    # -- lifetime ------------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Check that Redis answers; raises ``LimiterUnavailableError`` (whatever ``on_unavailable`` says)."""
+        try:
+            await self._redis.ping()
+        except self._down as exc:
+            raise LimiterUnavailableError(f"the shared limits in Redis at {self.where} are unreachable "
+                                          f"({type(exc).__name__}: {exc}); start Redis or fix the URL") from None
+
+    async def aclose(self) -> None:
+        """Stop renewing, free the leases still held and close the connections."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+            self._renewer = None
+        if self._held:
+            held, self._held = list(self._held), {}
+            try:
+                await self._redis.zrem(self._leases, *held)
+            except self._down as exc:  # they expire after lease_seconds by themselves
+                log.warning("could not free %d lease(s) in Redis at %s on close: %s", len(held), self.where, exc)
+        await self._redis.aclose()
+
+    async def __aenter__(self) -> RedisLimiter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (f"RedisLimiter({self.where!r}, priority={self.priority!r}, on_unavailable={self.on_unavailable!r}, "
+                f"held={len(self._held)})")
+
+    # -- internals -----------------------------------------------------------------------------------
+
+    def _check_size(self, charge: Charge) -> None:
+        for name, value in (("TPM", self._limits.tpm), ("TPD", self._limits.tpd)):
+            if value is not None and charge.tokens > value:
+                raise RequestTooLargeError(f"a request charged {charge.tokens} tokens can never fit the {name} "
+                                           f"limit of {value}; lower max_tokens or shorten the prompt")
+
+    def _effective(self, now: float) -> list[int]:
+        """Concurrency, RPM, TPM, TPD after margin, this process's back-off and the priority's share."""
+        share = PRIORITY_SHARE[self.priority]
+        out = []
+        for name, value in self._backoff.effective(now).items():
+            if math.isinf(value):
+                out.append(-1)
+                continue
+            if name == "tpd":
+                out.append(int(value))  # a daily budget is not a place where online traffic needs headroom
+                continue
+            # Whole units only, as the margin: 10 % of tier 0's 3 RPM is nothing, not one of the three.
+            out.append(max(1, int(value) - math.floor(value * (1.0 - share) + 1e-9)))  # 1e-9: 20 * 0.1 is 1.99...
+        return out
+
+    def _events(self) -> tuple[asyncio.Lock, asyncio.Event]:
+        # Created lazily: the limiter may be built outside the loop that uses it.
+        if self._line is None or self._released is None:
+            self._line, self._released = asyncio.Lock(), asyncio.Event()
+        return self._line, self._released
+
+    async def _finish(self, lease: Lease, usage: Usage | None, *, settle: bool, release: bool) -> None:
+        handle = lease.handle
+        if isinstance(handle, Ticket):  # admitted by the local share during an outage
+            if settle:
+                self._fallback.settle_now(lease, usage)
+            if release:
+                self._fallback.release_now(lease)
+            self._wake()
+            return
+        if not isinstance(handle, _Held):
+            raise InvalidArgumentError("this lease was not issued by this RedisLimiter; settle and release it "
+                                       "with the limiter that acquired it")
+        delta = 0
+        if settle and not handle.settled:
+            handle.settled = True
+            delta = lease.charge.settled(usage) - handle.tokens
+            handle.tokens += delta
+        release = release and not handle.released
+        if delta == 0 and not release:
+            return
+        if release:
+            handle.released = True
+            self._held.pop(handle.id, None)
+        try:
+            await self._finish_script(keys=[self._leases, self._tokens, self._day],
+                                      args=[handle.id, handle.minute_bucket, handle.day_bucket, delta,
+                                            1 if release else 0])
+        except self._down as exc:
+            # Not raised: the request is over either way, and an unreleased lease expires by itself.
+            log.warning("could not %s a lease in Redis at %s (%s); it expires within %.0f s",
+                        "release" if release else "settle", self.where, exc, self._lease_ms / 1000)
+        self._wake()
+
+    def _wake(self) -> None:
+        _, released = self._events()
+        released.set()
+
+    def _hold(self, held: _Held) -> None:
+        self._held[held.id] = held
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_held(), name="kimiflow-lease-renew")
+
+    async def _renew_held(self) -> None:
+        """While this process holds leases, extend them every third of their lifetime."""
+        interval = self._lease_ms / 3000
+        while self._held:
+            await asyncio.sleep(interval)
+            ids = list(self._held)
+            if not ids:
+                return
+            try:
+                renewed = await self._renew(keys=[self._leases], args=[self._lease_ms, *ids])
+            except self._down as exc:
+                log.warning("could not renew %d lease(s) in Redis at %s: %s", len(ids), self.where, exc)
+                continue
+            if int(renewed) < len(ids):
+                log.warning("%d lease(s) expired in Redis before they were renewed (held longer than %.1f s "
+                            "without a renewal); their slots may be in use elsewhere", len(ids) - int(renewed),
+                            self._lease_ms / 1000)
+
+    async def _unavailable(self, exc: BaseException, charge: Charge) -> LeaseAdmission:
+        now = time.monotonic()
+        if self.on_unavailable == "fail-closed":
+            raise LimiterUnavailableError(
+                f"the shared limits in Redis at {self.where} are unreachable ({type(exc).__name__}: {exc}); "
+                f"nothing was admitted: start Redis or fix the URL, or use on_unavailable='local-share'",
+                retry_after=PROBE_SECONDS) from None
+        if self._outage_since is None:
+            self._outage_since = now
+            log.warning("Redis at %s is unreachable (%s: %s): admitting on a local share of the limits (%s) "
+                        "until it answers", self.where, type(exc).__name__, exc, _summary(self._fallback.limits))
+        self._next_probe = now + PROBE_SECONDS
+        return await self._fallback.try_acquire(charge)
+
+    def _reachable(self) -> None:
+        if self._outage_since is not None:
+            log.warning("Redis at %s answers again after %.1f s: the shared limits are back", self.where,
+                        time.monotonic() - self._outage_since)
+            self._outage_since = None
+
+
+def _divided(limits: RateLimits, replicas: int) -> RateLimits:
+    """Each count limit split evenly over ``replicas`` processes (at least 1 each)."""
+    parts: dict[str, Any] = {}
+    for name in ("concurrency", "rpm", "tpm", "tpd"):
+        value = getattr(limits, name)
+        parts[name] = None if value is None else max(1, value // replicas)
+    return RateLimits(**parts, window_seconds=limits.window_seconds, day_seconds=limits.day_seconds,
+                      margin=limits.margin, guard_seconds=limits.guard_seconds)
+
+
+def _summary(limits: RateLimits) -> str:
+    return f"{limits.concurrency} in flight, {limits.rpm} RPM, {limits.tpm} TPM, {limits.tpd} TPD"
+
+
+def _describe(url: object) -> str:
+    """The URL without its user and password, for messages and logs."""
+    if not isinstance(url, str):
+        return repr(url)
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "(not a URL)"
