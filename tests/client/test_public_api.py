@@ -9,7 +9,7 @@ from kimiflow import AsyncKimi, Kimi
 
 EXPECTED = {
     "AnswerBudgetExceededError", "AnswerValidationError", "ParsedChatCompletion", "StructuredAnswerError",
-    "TruncatedAnswerError",
+    "TruncatedAnswerError", "MaxStepsExceededError", "ToolEvent", "ToolLoopError", "ToolRunResult",
     "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "AsyncChatCompletionStream",
     "AsyncKimi", "AsyncStream", "AuthenticationError", "BadRequestError", "ChatCompletion", "ChatCompletionChunk",
     "ChatCompletionStream", "ClientClosedError", "ConfigError", "ContentFilterError", "DeadlineExceededError", "EngineOverloadedError",
@@ -67,7 +67,7 @@ def test_the_drawn_error_tree_is_the_real_one() -> None:
     import kimiflow.limits
 
     drawn = _drawn_tree()
-    assert len(drawn) == 27, drawn  # every class below KimiflowError
+    assert len(drawn) == 29, drawn  # every class below KimiflowError
     where = {**vars(kimiflow), **vars(kimiflow.batch), **vars(kimiflow.limits)}
     for child, parent in drawn.items():
         assert child in where, f"{child} is drawn but not exported"
@@ -105,7 +105,7 @@ def test_sync_and_async_clients_have_identical_names_and_signatures() -> None:
     pairs = [(sync_client, async_client), (sync_client.chat.completions, async_client.chat.completions),
              (sync_client.models, async_client.models), (sync_client.files, async_client.files),
              (sync_client.tokens, async_client.tokens)]
-    assert {"create", "stream", "parse"} <= _public_members(sync_client.chat.completions).keys()
+    assert {"create", "stream", "parse", "run_tools"} <= _public_members(sync_client.chat.completions).keys()
     for sync_obj, async_obj in pairs:
         sync_members, async_members = _public_members(sync_obj), _public_members(async_obj)
         assert sync_members.keys() == async_members.keys(), type(sync_obj).__name__
