@@ -41,6 +41,10 @@ _RESERVED = ("stream", "tools", "model", "messages", "n")
 # A tool's result text is bounded: a runaway tool must not blow the context window (or memory).
 MAX_RESULT_CHARS = 100_000
 _encode_json = msgspec.json.Encoder().encode
+# Kimi bills each $web_search call that ends a step with finish_reason "tool_calls" (kimi-api.md §2.4).
+# The reference gives only the global price, $0.005 per call; this is it at 7.2 CNY/USD, an estimate
+# until the CNY price is confirmed. The search results' tokens are billed as the next step's prompt.
+WEB_SEARCH_FEE_CNY = 0.036
 
 
 class ToolLoopError(KimiflowError):
@@ -334,7 +338,18 @@ class ToolLoop:
 
     @property
     def cost_cny(self) -> float:
-        return sum(usage_cost_cny(c.model or self.model, c.usage) for c in self.completions)
+        """Tokens at the model's price plus the per-call fee of every ``$web_search`` call."""
+        tokens = sum(usage_cost_cny(c.model or self.model, c.usage) for c in self.completions)
+        return tokens + self.web_search_calls * WEB_SEARCH_FEE_CNY
+
+    @property
+    def web_search_calls(self) -> int:
+        count = 0
+        for completion in self.completions:
+            for choice in completion.choices[:1]:
+                if choice.finish_reason == "tool_calls":
+                    count += sum(1 for c in choice.message.tool_calls or [] if c.function.name == WEB_SEARCH_NAME)
+        return count
 
     def _emit(self, event: ToolEvent) -> None:
         if self._on_event is not None:

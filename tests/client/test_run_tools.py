@@ -27,7 +27,7 @@ from kimiflow import (
     ToolLoopError,
 )
 from kimiflow.core.pricing import usage_cost_cny
-from kimiflow.tool_loop import function_tool
+from kimiflow.tool_loop import WEB_SEARCH_FEE_CNY, function_tool
 from tests.client.twins import Twin
 
 SLOW_SECONDS = 1.0
@@ -88,6 +88,8 @@ def test_web_search_goes_through_the_same_loop_with_its_arguments_unchanged(twin
     assert tool_message == {"role": "tool", "tool_call_id": call["id"], "name": "$web_search",
                             "content": call["function"]["arguments"]}
     assert run.steps == 2 and run.content
+    tokens = sum(usage_cost_cny("moonshot-v1-8k", c.usage) for c in run.completions)
+    assert run.cost_cny == pytest.approx(tokens + WEB_SEARCH_FEE_CNY)
 
 
 # A scripted upstream: answers each request with script(n) and keeps every request body.
