@@ -32,7 +32,7 @@ from kimiflow.core.errors import InvalidArgumentError, KimiflowError
 from kimiflow.core.pricing import usage_cost_cny
 from kimiflow.core.schema import to_mfjs
 from kimiflow.parse_loop import sum_usage
-from kimiflow.types.chat import ChatCompletion, ToolCall, Usage
+from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk, ToolCall, Usage
 
 DEFAULT_MAX_STEPS = 10
 TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9\-_]{2,63}$")
@@ -248,12 +248,13 @@ async def _awaited(value: Any) -> Any:
     return await value
 
 
-EventKind = Literal["tool_call_started", "tool_call_finished", "step_done"]
+EventKind = Literal["text_delta", "reasoning_delta", "tool_call_started", "tool_call_finished", "step_done"]
 
 
 @dataclass(frozen=True)
 class ToolEvent:
-    """What ``on_event`` receives: a call started or finished (``content`` is its result), or a step done."""
+    """What ``on_event`` receives: a piece of the answer or of the reasoning (``stream=True`` only;
+    ``content`` is the piece), a call started or finished (``content`` is its result), or a step done."""
 
     kind: EventKind
     step: int
@@ -362,6 +363,19 @@ class ToolLoop:
             if self._pending:
                 raise RuntimeError("deliver() the results of the last step's tool calls before the next body")
             yield {"model": self.model, "messages": list(self.messages), "tools": specs, **self._params}
+
+    def feed_chunk(self, chunk: ChatCompletionChunk) -> None:
+        """Report a streamed chunk's text (choice 0) as ``text_delta``/``reasoning_delta`` events."""
+        if self._on_event is None:
+            return
+        step = len(self.completions) + 1
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            if choice.delta.reasoning_content:
+                self._emit(ToolEvent("reasoning_delta", step, content=choice.delta.reasoning_content))
+            if choice.delta.content:
+                self._emit(ToolEvent("text_delta", step, content=choice.delta.content))
 
     def feed(self, completion: ChatCompletion) -> list[PendingCall]:
         """The tool calls to run for this completion, or ``[]`` when it is the final answer.

@@ -259,3 +259,18 @@ def test_max_steps_and_reserved_parameters_are_checked() -> None:
         ToolLoop("kimi-k2.6", [], [get_weather], max_steps=0)
     with pytest.raises(InvalidArgumentError, match="does not take 'stream'"):
         ToolLoop("kimi-k2.6", [], [get_weather], params={"stream": True})
+
+
+def test_stream_true_reports_text_and_reasoning_as_they_arrive(twin: Twin) -> None:
+    """With ``stream=True`` each step is streamed: the deltas add up to the answer, tool calls still run."""
+    events: list[ToolEvent] = []
+    messages = [{"role": "user", "content": "what does get_weather say?"}]
+    run = twin.run(lambda c: c.chat.completions.run_tools(
+        model="kimi-k2.6", messages=messages, tools=[get_weather], stream=True, on_event=events.append))
+    assert run.steps == 2 and run.messages[2]["role"] == "tool"
+    assert run.messages[2]["content"] == json.loads(run.messages[1]["tool_calls"][0]["function"]["arguments"])["city"]
+    text = "".join(e.content or "" for e in events if e.kind == "text_delta" and e.step == 2)
+    assert text and text == run.content
+    reasoning = "".join(e.content or "" for e in events if e.kind == "reasoning_delta" and e.step == 1)
+    assert reasoning and reasoning == run.messages[1]["reasoning_content"]
+    assert run.usage.total_tokens == sum(c.usage.total_tokens for c in run.completions) > 0
