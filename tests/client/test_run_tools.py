@@ -274,3 +274,20 @@ def test_stream_true_reports_text_and_reasoning_as_they_arrive(twin: Twin) -> No
     reasoning = "".join(e.content or "" for e in events if e.kind == "reasoning_delta" and e.step == 1)
     assert reasoning and reasoning == run.messages[1]["reasoning_content"]
     assert run.usage.total_tokens == sum(c.usage.total_tokens for c in run.completions) > 0
+
+
+def test_a_dict_tool_spec_passes_through_and_a_call_to_it_is_answered_with_an_error() -> None:
+    """A dict spec is sent as given; with no Python function behind it the model is told so."""
+    import msgspec
+
+    from kimiflow import ChatCompletion
+    from kimiflow.tool_loop import ToolLoop
+
+    spec = {"type": "function", "function": {"name": "spec_only", "description": "d",
+                                             "parameters": {"type": "object", "properties": {}}}}
+    loop = ToolLoop("kimi-k2.6", [{"role": "user", "content": "hi"}], [spec, WEB_SEARCH_TOOL])
+    body = next(loop.bodies())
+    assert body["tools"] == [spec, WEB_SEARCH_TOOL]
+    completion = msgspec.convert(_tool_calls_answer(1, [("c1", "spec_only", "{}")]), ChatCompletion)
+    calls = loop.feed(completion)
+    assert [c.call_sync() for c in calls] == ["error: tool 'spec_only' was declared as a spec only and has no Python function"]
