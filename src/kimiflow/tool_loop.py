@@ -41,10 +41,10 @@ _RESERVED = ("stream", "tools", "model", "messages", "n")
 # A tool's result text is bounded: a runaway tool must not blow the context window (or memory).
 MAX_RESULT_CHARS = 100_000
 _encode_json = msgspec.json.Encoder().encode
-# Kimi bills each $web_search call that ends a step with finish_reason "tool_calls" (kimi-api.md §2.4).
-# The reference gives only the global price, $0.005 per call; this is it at 7.2 CNY/USD, an estimate
-# until the CNY price is confirmed. The search results' tokens are billed as the next step's prompt.
-WEB_SEARCH_FEE_CNY = 0.036
+# Kimi bills each $web_search call that ends a step with finish_reason "tool_calls": ¥0.03 on the China
+# price list (docs/kimi-api.md §2.4, §8; $0.005 on the global one). The search results' tokens are billed
+# as the next step's prompt.
+WEB_SEARCH_FEE_CNY = 0.03
 
 
 class ToolLoopError(KimiflowError):
