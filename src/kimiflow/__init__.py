@@ -39,6 +39,7 @@ from kimiflow.structured import (
     StructuredAnswerError,
     TruncatedAnswerError,
 )
+from kimiflow.tool_loop import MaxStepsExceededError, ToolEvent, ToolLoopError, ToolRunResult
 from kimiflow.types import (
     WEB_SEARCH_TOOL,
     ChatCompletion,
@@ -74,6 +75,7 @@ __all__ = [
     "Kimi",
     "KimiflowError",
     "MalformedResponseError",
+    "MaxStepsExceededError",
     "NotFoundError",
     "ParsedChatCompletion",
     "PermissionDeniedError",
@@ -85,6 +87,9 @@ __all__ = [
     "StreamIdleTimeoutError",
     "StructuredAnswerError",
     "Timeouts",
+    "ToolEvent",
+    "ToolLoopError",
+    "ToolRunResult",
     "TruncatedAnswerError",
     "Usage",
     "__version__",

@@ -7,8 +7,8 @@ async twins differ only in ``await``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol, TypeVar, overload
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from typing_extensions import Unpack
 
@@ -31,6 +31,13 @@ from kimiflow.types.files import FileDeleted, FileList, FileObject
 from kimiflow.types.models import ModelList
 from kimiflow.types.params import ChatCompletionOptions, MessageParam
 from kimiflow.types.parsed import ParsedChatCompletion
+
+if TYPE_CHECKING:
+    from kimiflow.tool_loop import ToolEvent, ToolLoop, ToolRunResult
+
+DEFAULT_MAX_STEPS = 10  # kimiflow.tool_loop.DEFAULT_MAX_STEPS, repeated so that module loads on first use
+# A step with more calls than this queues the rest: a model asking for 100 calls must not start 100 threads.
+MAX_TOOL_THREADS = 16
 
 T = TypeVar("T")
 ParsedT = TypeVar("ParsedT")
@@ -160,6 +167,51 @@ class Completions:
             if result is not None:
                 return result
         raise loop.failure()
+
+    def run_tools(self, *, model: str, messages: Sequence[MessageParam], tools: Sequence[Any],
+                  max_steps: int = DEFAULT_MAX_STEPS, on_event: Callable[[ToolEvent], None] | None = None,
+                  stream: bool = False,
+                  extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                  timeout: TimeoutLike = None, max_retries: int | None = None,
+                  **params: Any) -> ToolRunResult:
+        """Let Kimi call ``tools`` (Python functions, dict specs, ``WEB_SEARCH_TOOL``) until it answers.
+
+        A step's calls run concurrently in threads, their results sent back in call order; a tool's
+        exception, an unknown name or bad arguments go back as ``error: ...`` text. Raises
+        ``MaxStepsExceededError`` (with ``messages``, ``usage``, ``cost_cny``) after ``max_steps``.
+        ``on_event`` receives each ``ToolEvent`` (call started / finished, step done, and with
+        ``stream=True`` each step streamed and its text and reasoning reported as they arrive).
+
+        >>> run = client.chat.completions.run_tools(model="kimi-k2.6", messages=msgs, tools=[get_weather])
+        >>> run.content, run.steps, run.cost_cny
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from kimiflow.tool_loop import ToolLoop  # loaded on first use: keeps `import kimiflow` light
+
+        loop = ToolLoop(model, messages, tools, params=params, max_steps=max_steps, on_event=on_event)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        for body in loop.bodies():
+            calls = loop.feed(self._step(loop, body, stream, extra_body, extra_headers, options))
+            if not calls:
+                return loop.result()
+            with ThreadPoolExecutor(max_workers=min(len(calls), MAX_TOOL_THREADS)) as pool:
+                loop.deliver(list(pool.map(lambda call: call.call_sync(), calls)))
+        raise loop.failure()
+
+    def _step(self, loop: ToolLoop, body: dict[str, Any], stream: bool, extra_body: Mapping[str, Any] | None,
+              extra_headers: Mapping[str, str] | None, options: CallOptions) -> ChatCompletion:
+        if not stream:
+            return self._client._call(endpoints.chat_completion(body, extra_body=extra_body,
+                                                                extra_headers=extra_headers), options)
+        spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+        chunks = ChatCompletionStream(self._client._open_stream(spec, options))
+        try:
+            for chunk in chunks:
+                loop.feed_chunk(chunk)
+            return chunks.get_final_completion()
+        finally:
+            chunks.close()
 
 
 class Chat:
@@ -309,6 +361,44 @@ class AsyncCompletions:
             if result is not None:
                       return result
         raise loop.failure()
+
+    async def run_tools(self, *, model: str, messages: Sequence[MessageParam], tools: Sequence[Any],
+                        max_steps: int = DEFAULT_MAX_STEPS, on_event: Callable[[ToolEvent], None] | None = None,
+                        stream: bool = False,
+                        extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                        timeout: TimeoutLike = None, max_retries: int | None = None,
+                        **params: Any) -> ToolRunResult:
+        """Let Kimi call ``tools`` until it answers; a step's calls run concurrently (``asyncio.gather``).
+
+        >>> run = await aclient.chat.completions.run_tools(model="kimi-k2.6", messages=msgs, tools=[get_weather])
+        >>> run.content, run.steps, run.cost_cny
+        """
+        import asyncio
+
+        from kimiflow.tool_loop import ToolLoop  # loaded on first use: keeps `import kimiflow` light
+
+        loop = ToolLoop(model, messages, tools, params=params, max_steps=max_steps, on_event=on_event)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        for body in loop.bodies():
+            calls = loop.feed(await self._step(loop, body, stream, extra_body, extra_headers, options))
+            if not calls:
+                return loop.result()
+            loop.deliver(list(await asyncio.gather(*(call.call_async() for call in calls))))
+        raise loop.failure()
+
+    async def _step(self, loop: ToolLoop, body: dict[str, Any], stream: bool, extra_body: Mapping[str, Any] | None,
+                    extra_headers: Mapping[str, str] | None, options: CallOptions) -> ChatCompletion:
+        if not stream:
+            return await self._client._call(endpoints.chat_completion(body, extra_body=extra_body,
+                                                                      extra_headers=extra_headers), options)
+        spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+        chunks = AsyncChatCompletionStream(await self._client._open_stream(spec, options))
+        try:
+            async for chunk in chunks:
+                loop.feed_chunk(chunk)
+            return await chunks.get_final_completion()
+        finally:
+            await chunks.close()
 
 
 class AsyncChat:

@@ -9,7 +9,7 @@ from kimiflow import AsyncKimi, Kimi
 
 EXPECTED = {
     "AnswerBudgetExceededError", "AnswerValidationError", "ParsedChatCompletion", "StructuredAnswerError",
-    "TruncatedAnswerError",
+    "TruncatedAnswerError", "MaxStepsExceededError", "ToolEvent", "ToolLoopError", "ToolRunResult",
     "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "AsyncChatCompletionStream",
     "AsyncKimi", "AsyncStream", "AuthenticationError", "BadRequestError", "ChatCompletion", "ChatCompletionChunk",
     "ChatCompletionStream", "ClientClosedError", "ConfigError", "ContentFilterError", "DeadlineExceededError", "EngineOverloadedError",
@@ -72,7 +72,7 @@ def test_the_drawn_error_tree_is_the_real_one() -> None:
     import kimiflow.sim.answers
     import kimiflow.structured
 
-    assert len(drawn) == 37, drawn  # every class below KimiflowError
+    assert len(drawn) == 39, drawn  # every class below KimiflowError
     where = {**vars(kimiflow), **vars(kimiflow.batch), **vars(kimiflow.limits), **vars(kimiflow.structured),
              **vars(kimiflow.core.schema), **vars(kimiflow.core.partial_json), **vars(kimiflow.sim.answers)}
     for child, parent in drawn.items():
@@ -111,7 +111,7 @@ def test_sync_and_async_clients_have_identical_names_and_signatures() -> None:
     pairs = [(sync_client, async_client), (sync_client.chat.completions, async_client.chat.completions),
              (sync_client.models, async_client.models), (sync_client.files, async_client.files),
              (sync_client.tokens, async_client.tokens)]
-    assert {"create", "stream", "parse"} <= _public_members(sync_client.chat.completions).keys()
+    assert {"create", "stream", "parse", "run_tools"} <= _public_members(sync_client.chat.completions).keys()
     for sync_obj, async_obj in pairs:
         sync_members, async_members = _public_members(sync_obj), _public_members(async_obj)
         assert sync_members.keys() == async_members.keys(), type(sync_obj).__name__

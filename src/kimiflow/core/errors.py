@@ -25,6 +25,9 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
     │   ├── AnswerValidationError (ValueError)  not JSON, or not the type; errors by JSON path
     │   ├── TruncatedAnswerError         finish_reason "length" before the JSON ended; raise max_tokens
     │   └── AnswerBudgetExceededError    parse()'s token_budget ran out before a valid answer
+    ├── ToolLoopError                    run_tools() ended without a final answer (kimiflow.tool_loop);
+    │   │                                ``messages`` (the transcript), ``usage`` and ``cost_cny``
+    │   └── MaxStepsExceededError        every one of max_steps completions still asked for tools
     └── APIError                         anything that went wrong talking to the API
         ├── APIStatusError               the server answered with an error status
         │   ├── BadRequestError          400
