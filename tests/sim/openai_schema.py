@@ -91,6 +91,10 @@ def _keys(error: jsonschema.ValidationError) -> set[tuple[str, str]]:
         if best is None:
             return {(path, str(error.validator))}
         alternative = best.relative_schema_path[0]
+        if best.schema == {"type": "null"}:
+            # A non-null value of a nullable field: the reasons that matter are the other alternative's.
+            others = [sub for sub in error.context if sub.relative_schema_path[0] != alternative]
+            alternative = others[0].relative_schema_path[0] if others else alternative
         keys: set[tuple[str, str]] = set()
         for sub in error.context:
             if sub.relative_schema_path[0] == alternative:

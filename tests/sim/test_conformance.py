@@ -28,11 +28,13 @@ KIMI_RESPONSE_DIFFERENCES = {
     ("choices/*/message", "extra reasoning_content"): "thinking models return message.reasoning_content (§3)",
     ("choices/*/message/tool_calls/*", "extra index"): "Kimi puts index on non-streaming tool calls (§3, R3/R8a)",
     ("choices/*/message/tool_calls/*/type", "value 'builtin_function' not in enum"): "$web_search calls (§2.4)",
+    ("usage", "extra cached_tokens"): "models with automatic caching send top-level usage.cached_tokens (§3)",
 }
 KIMI_CHUNK_DIFFERENCES = {
     ("choices/*", "extra usage"): "usage inside the final chunk of each choice (§4.3)",
     ("choices/*/delta", "extra reasoning_content"): "thinking models stream delta.reasoning_content (§4.2)",
     ("choices/*/delta/tool_calls/*/type", "value 'builtin_function' not in enum"): "$web_search calls (§2.4)",
+    ("usage", "extra cached_tokens"): "models with automatic caching send top-level usage.cached_tokens (§3)",
 }
 
 TOOLS = [

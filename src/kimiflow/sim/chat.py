@@ -8,6 +8,7 @@ byte of a stream is written; the balance is charged only for a completed answer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from aiohttp import web
 from kimiflow.core.pricing import cost_cny
 from kimiflow.sim import errors
 from kimiflow.sim.answers import find_answer, scripted_fault
+from kimiflow.sim.cache import caches_automatically
 from kimiflow.sim.completion import ChoicePlan, apply_answer_fault, plan_choices, usage_dict
 from kimiflow.sim.faults import Fault, echoed_key_error
 from kimiflow.sim.http import (
@@ -36,6 +38,7 @@ from kimiflow.sim.limits import admission_tokens
 from kimiflow.sim.sse import DONE, KEEPALIVE, ChunkEncoder, sse_event
 from kimiflow.sim.state import SimState
 from kimiflow.sim.validation import ChatRequest, decode_json_object, validate_chat_request
+from kimiflow.sim.web_search import WEB_SEARCH_FEE_CNY, web_search_calls, web_search_result_tokens
 
 TOKENS_HEADER = "X-Kimiflow-Sim-Tokens"
 MAX_FORCED_TOKENS = 1_000_000
@@ -97,7 +100,7 @@ def _message(plan: ChoicePlan, reasoning_model: bool) -> dict[str, Any]:
 
 
 def _choice_usage(req: ChatRequest, plan: ChoicePlan) -> dict[str, Any]:
-    return usage_dict(req.prompt_tokens, [plan], req.model.reasoning)
+    return usage_dict(req.prompt_tokens, [plan], req.model.reasoning, req.cached_tokens)
 
 
 def _error_event(request: web.BaseRequest, fault_name: str) -> bytes:
@@ -141,12 +144,17 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
                 return reset_connection(request)
         fault = scripted
     forced = _forced_tokens(request)
+    search_tokens = web_search_result_tokens(req.messages)
+    if search_tokens:
+        req = dataclasses.replace(req, prompt_tokens=req.prompt_tokens + search_tokens)
     if fault is not None and fault.name == "echo-key" and not req.stream:
         raise echoed_key_error(request.headers.get("Authorization", ""))
     if sim.balance <= 0:
         raise errors.quota_exceeded(sim.balance)
     admitted_tokens = admission_tokens(req.prompt_tokens, req.max_tokens, req.model.id, sim.config.default_max_tokens)
     sim.limiter.admit(key, admitted_tokens)
+    if caches_automatically(req.model):
+        req = dataclasses.replace(req, cached_tokens=sim.prefix_cache.lookup_and_store(key, req.model.id, req.messages))
     stats = sim.stats
     stats.in_flight += 1
     try:
@@ -162,7 +170,9 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
             completion_tokens = sum(plan.completion_tokens for plan in plans)
             stats.prompt_tokens += req.prompt_tokens
             stats.completion_tokens += completion_tokens
-            cost = cost_cny(req.model.id, req.prompt_tokens, completion_tokens)
+            cost = cost_cny(req.model.id, req.prompt_tokens, completion_tokens, req.cached_tokens or 0)
+            searches = web_search_calls([call.name for plan in plans for call in plan.tool_calls])
+            cost += WEB_SEARCH_FEE_CNY * searches
             stats.cost_cny += cost
             sim.charge(cost)
         return resp
@@ -188,7 +198,7 @@ async def _respond(
             {"index": p.index, "message": _message(p, req.model.reasoning), "finish_reason": p.finish_reason}
             for p in plans
         ],
-        "usage": usage_dict(req.prompt_tokens, plans, req.model.reasoning),
+        "usage": usage_dict(req.prompt_tokens, plans, req.model.reasoning, req.cached_tokens),
     }
     body = _encode(payload)
     if fault is not None and fault.name == "malformed":
@@ -228,7 +238,7 @@ async def _stream(
                     batch.clear()
             stats.stream_chunks += len(batch)
             if req.include_usage:
-                batch.append(enc.usage_only(usage_dict(req.prompt_tokens, plans, req.model.reasoning)))
+                batch.append(enc.usage_only(usage_dict(req.prompt_tokens, plans, req.model.reasoning, req.cached_tokens)))
                 stats.stream_chunks += 1
             batch.append(DONE)
             await resp.write(b"".join(batch))
@@ -296,7 +306,7 @@ async def _stream_slowly(
             await resp.write_eof()
         return resp, False
     if req.include_usage:
-        await resp.write(enc.usage_only(usage_dict(req.prompt_tokens, plans, req.model.reasoning)))
+        await resp.write(enc.usage_only(usage_dict(req.prompt_tokens, plans, req.model.reasoning, req.cached_tokens)))
         stats.stream_chunks += 1
     await resp.write(DONE)
     await resp.write_eof()

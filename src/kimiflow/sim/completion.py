@@ -4,8 +4,11 @@ Pure planning, no I/O. The deterministic tool rule (documented for test writers)
 
 - no ``tools``, ``tool_choice: "none"``, or the last message is a ``tool`` result → plain answer;
 - ``tool_choice: {"type":"function","function":{"name":X}}`` → call X;
-- otherwise call every declared function whose name appears in the last user message, in
+- ``tool_choice: "required"`` → call the best-matching tool (``tool_match.best_tool``);
+- otherwise (auto) call every tool that matches the last user message (``tool_match.matching_tools``:
+  name, description and parameter words; a message naming the function always matches), in
   declaration order; ``$web_search`` is called when the message contains "web_search" or "搜索".
+  Arguments are valid for the tool's schema, strings filled from the prompt's words.
 
 Answer length: ``X-Kimiflow-Sim-Tokens: N`` forces N completion tokens; otherwise 20..120 tokens
 fixed per (request body, seed). ``max_tokens`` caps either, with ``finish_reason: "length"``.
@@ -28,11 +31,11 @@ from kimiflow.sim.structured import (
     json_pieces,
 )
 from kimiflow.sim.textgen import Corpus, cut_at_stop, default_answer_tokens, request_digest
+from kimiflow.sim.tool_match import best_tool, matching_tools, tool_arguments
 from kimiflow.sim.validation import ChatRequest, ToolSpec
 
 _ARG_FRAGMENT_CHARS = 8
 _encode = msgspec.json.Encoder().encode
-_SAMPLE_STRINGS = ("北京", "上海", "Shenzhen", "kimiflow", "月之暗面", "report.pdf", "今天", "Hangzhou")
 
 
 @dataclass
@@ -97,45 +100,12 @@ def _chosen_tools(req: ChatRequest) -> list[ToolSpec]:
                 return [tool]
         raise errors.invalid_request(f"tool_choice names function {wanted!r}, which is not in tools")
     text = _last_user_text(req.messages)
-    chosen = []
-    for tool in req.tools:
-        if tool.builtin:
-            if "web_search" in text or "搜索" in text:
-                chosen.append(tool)
-        elif tool.name in text:
-            chosen.append(tool)
-    return chosen
+    if req.tool_choice == "required":
+        return [best_tool(req.tools, text)]
+    return matching_tools(req.tools, text)
 
 
-def _sample_value(schema: Any, digest: int) -> Any:
-    if not isinstance(schema, dict):
-        return None
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][digest % len(schema["enum"])]
-    kind = schema.get("type")
-    if kind == "string":
-        return _SAMPLE_STRINGS[digest % len(_SAMPLE_STRINGS)]
-    if kind == "integer":
-        return digest % 100
-    if kind == "number":
-        return round((digest % 10_000) / 100, 2)
-    if kind == "boolean":
-        return digest % 2 == 0
-    if kind == "array":
-        return [_sample_value(schema.get("items"), digest)] if isinstance(schema.get("items"), dict) else []
-    if kind == "object":
-        return _sample_object(schema, digest)
-    return None
-
-
-def _sample_object(schema: dict[str, Any], digest: int) -> dict[str, Any]:
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return {}
-    return {name: _sample_value(sub, digest >> (i % 32)) for i, (name, sub) in enumerate(properties.items())}
-
-
-def _tool_call(tool: ToolSpec, index: int, digest: int) -> ToolCallPlan:
+def _tool_call(tool: ToolSpec, index: int, digest: int, text: str) -> ToolCallPlan:
     if tool.builtin:
         # Kimi executes $web_search itself on the next request; the arguments carry a search
         # handle and the tokens the results will add (docs/kimi-api.md §2.4).
@@ -144,7 +114,7 @@ def _tool_call(tool: ToolSpec, index: int, digest: int) -> ToolCallPlan:
         ).decode()
         kind = "builtin_function"
     else:
-        arguments = msgspec.json.encode(_sample_object(tool.parameters, digest)).decode()
+        arguments = msgspec.json.encode(tool_arguments(tool, text, digest)).decode()
         kind = "function"
     fragments = [arguments[i : i + _ARG_FRAGMENT_CHARS] for i in range(0, len(arguments), _ARG_FRAGMENT_CHARS)]
     return ToolCallPlan(index, f"{tool.name}:{index}", kind, tool.name, arguments, fragments)
@@ -170,7 +140,8 @@ def plan_choices(req: ChatRequest, seed: int, corpus: Corpus, forced_tokens: int
         if tools and (cap is None or reasoning_len + 8 * len(tools) <= cap):
             if reasoning_len:
                 plan.reasoning, plan.reasoning_encoded = corpus.take(corpus.sentence_start(digest >> 20), reasoning_len)
-            plan.tool_calls = [_tool_call(tool, i, digest >> i) for i, tool in enumerate(tools)]
+            text = _last_user_text(req.messages)
+            plan.tool_calls = [_tool_call(tool, i, digest >> i, text) for i, tool in enumerate(tools)]
             plan.finish_reason = "tool_calls"
             plans.append(plan)
             continue
@@ -216,14 +187,23 @@ def apply_answer_fault(plans: list[ChoicePlan], fault: str | None, max_tokens: i
             plan.finish_reason = "length"
 
 
-def usage_dict(prompt_tokens: int, plans: list[ChoicePlan], reasoning_model: bool) -> dict[str, Any]:
-    """The ``usage`` object for these choices (summed over choices for the top-level usage)."""
+def usage_dict(
+    prompt_tokens: int, plans: list[ChoicePlan], reasoning_model: bool, cached_tokens: int | None = None
+) -> dict[str, Any]:
+    """The ``usage`` object for these choices (summed over choices for the top-level usage).
+
+    ``cached_tokens`` (None: the model has no automatic cache) appears both at the top, as Moonshot
+    sends it, and in ``prompt_tokens_details``; ``prompt_tokens`` includes it (kimi-api.md §3).
+    """
     completion = sum(plan.completion_tokens for plan in plans)
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": prompt_tokens + completion,
     }
+    if cached_tokens is not None:
+        usage["cached_tokens"] = cached_tokens
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     if reasoning_model:
         usage["completion_tokens_details"] = {"reasoning_tokens": sum(len(p.reasoning) for p in plans)}
     return usage

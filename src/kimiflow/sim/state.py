@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from kimiflow.core.tiers import tier_limits
+from kimiflow.sim.cache import PrefixCache
 from kimiflow.sim.config import SimConfig
 from kimiflow.sim.files import FileStore
 from kimiflow.sim.limits import TierLimiter
@@ -34,6 +35,7 @@ class SimState:
         self._latency = config.latency_model
         self._latency_rng = random.Random(f"kimiflow-sim-latency-{config.seed}")
         self._balance = float(config.balance)
+        self.prefix_cache = PrefixCache()
 
     @property
     def balance(self) -> float:

@@ -38,6 +38,7 @@ class ToolSpec:
     name: str
     builtin: bool
     parameters: dict[str, Any]
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class ChatRequest:
     """A ``json_object`` or ``json_schema`` format (its schema checked as MFJS); None for text."""
     keep_all_reasoning: bool = False
     """``thinking.keep == "all"`` on a model that accepts it (preserved thinking)."""
+    cached_tokens: int | None = None
+    """Prompt tokens served from the automatic prefix cache; None on a model without one (set by the chat endpoint)."""
 
     @property
     def thinking(self) -> bool:
@@ -218,7 +221,8 @@ def _tools(data: dict[str, Any]) -> list[ToolSpec]:
             problem = schema_error(parameters, "tools")
             if problem is not None:
                 raise problem
-            specs.append(ToolSpec(name, False, parameters))
+            description = function.get("description")
+            specs.append(ToolSpec(name, False, parameters, description if isinstance(description, str) else ""))
         else:
             raise errors.invalid_request(f"tools[{i}].type must be 'function' or 'builtin_function'")
         if name in seen:
