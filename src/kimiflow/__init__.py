@@ -33,13 +33,6 @@ from kimiflow.core.errors import (
 )
 from kimiflow.core.retry import RetryPolicy
 from kimiflow.streaming import AsyncChatCompletionStream, AsyncStream, ChatCompletionStream, Stream
-from kimiflow.structured import (
-    AnswerBudgetExceededError,
-    AnswerValidationError,
-    StructuredAnswerError,
-    TruncatedAnswerError,
-)
-from kimiflow.tool_loop import MaxStepsExceededError, ToolEvent, ToolLoopError, ToolRunResult
 from kimiflow.types import (
     WEB_SEARCH_TOOL,
     ChatCompletion,
@@ -47,6 +40,39 @@ from kimiflow.types import (
     Usage,
 )
 from kimiflow.types.parsed import ParsedChatCompletion
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kimiflow.structured import (
+        AnswerBudgetExceededError,
+        AnswerValidationError,
+        StructuredAnswerError,
+        TruncatedAnswerError,
+    )
+    from kimiflow.tool_loop import MaxStepsExceededError, ToolEvent, ToolLoopError, ToolRunResult
+
+_LAZY = {
+    "AnswerBudgetExceededError": "kimiflow.structured",
+    "AnswerValidationError": "kimiflow.structured",
+    "StructuredAnswerError": "kimiflow.structured",
+    "TruncatedAnswerError": "kimiflow.structured",
+    "MaxStepsExceededError": "kimiflow.tool_loop",
+    "ToolEvent": "kimiflow.tool_loop",
+    "ToolLoopError": "kimiflow.tool_loop",
+    "ToolRunResult": "kimiflow.tool_loop",
+}
+"""Public names of the parse() and run_tools() layers, loaded on first use so ``import kimiflow`` stays light."""
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kimiflow' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "WEB_SEARCH_TOOL",

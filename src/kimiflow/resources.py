@@ -14,6 +14,7 @@ from typing_extensions import Unpack
 
 from kimiflow.core import endpoints
 from kimiflow.core.config import ClientConfig, TimeoutLike
+from kimiflow.core.loops import DEFAULT_MAX_STEPS, DEFAULT_MAX_VALIDATION_RETRIES, StructuredMode
 from kimiflow.core.options import CallOptions
 from kimiflow.core.requests import RequestSpec
 from kimiflow.streaming import (
@@ -24,7 +25,6 @@ from kimiflow.streaming import (
     Stream,
     StreamManager,
 )
-from kimiflow.structured import DEFAULT_MAX_VALIDATION_RETRIES, StructuredMode
 from kimiflow.types.account import TokenCount
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
 from kimiflow.types.files import FileDeleted, FileList, FileObject
@@ -35,7 +35,6 @@ from kimiflow.types.parsed import ParsedChatCompletion
 if TYPE_CHECKING:
     from kimiflow.tool_loop import ToolEvent, ToolLoop, ToolRunResult
 
-DEFAULT_MAX_STEPS = 10  # kimiflow.tool_loop.DEFAULT_MAX_STEPS, repeated so that module loads on first use
 # A step with more calls than this queues the rest: a model asking for 100 calls must not start 100 threads.
 MAX_TOOL_THREADS = 16
 

@@ -22,14 +22,14 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from kimiflow.core.errors import InvalidArgumentError, KimiflowError
+from kimiflow.core.loops import DEFAULT_MAX_VALIDATION_RETRIES as DEFAULT_MAX_VALIDATION_RETRIES
+from kimiflow.core.loops import StructuredMode as StructuredMode
 from kimiflow.types.chat import Usage
-
-StructuredMode = Literal["json_schema", "json_object"]
 
 STRUCTURED_MODES: tuple[tuple[str, StructuredMode], ...] = (
     ("moonshot-v1-", "json_schema"),
@@ -40,8 +40,6 @@ STRUCTURED_MODES: tuple[tuple[str, StructuredMode], ...] = (
 wins and any other model gets ``json_object`` with the schema in the system prompt. Data, so a
 caller can pass its own table when Kimi's support changes."""
 
-DEFAULT_MAX_VALIDATION_RETRIES = 2
-"""Re-asks after an invalid answer before ``parse()`` gives up (so at most 3 requests)."""
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 _MSGSPEC_PATH = re.compile(r" - at `(\$[^`]*)`$")

@@ -29,12 +29,12 @@ from typing import Any, Literal
 import msgspec
 
 from kimiflow.core.errors import InvalidArgumentError, KimiflowError
+from kimiflow.core.loops import DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS
 from kimiflow.core.pricing import usage_cost_cny
 from kimiflow.core.schema import to_mfjs
 from kimiflow.parse_loop import sum_usage
 from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk, ToolCall, Usage
 
-DEFAULT_MAX_STEPS = 10
 TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9\-_]{2,63}$")
 WEB_SEARCH_NAME = "$web_search"
 _RESERVED = ("stream", "tools", "model", "messages", "n")
