@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -32,15 +33,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def sim_process() -> Iterator[str]:
-    """``kimiflow sim`` with realistic latency in its own process; yields its root URL."""
+@contextlib.contextmanager
+def sim_command(*options: str, start_timeout: float = 20.0) -> Iterator[str]:
+    """``kimiflow sim OPTIONS`` in its own process on a free port; yields its root URL, kills it after."""
     port = free_port()
-    proc = subprocess.Popen([KIMIFLOW, "sim", "--port", str(port), "--latency", "realistic", "--seed", "3"],
+    proc = subprocess.Popen([KIMIFLOW, "sim", "--port", str(port), *options],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     root = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + start_timeout
         while True:
             try:
                 stats(root)
@@ -53,6 +54,13 @@ def sim_process() -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.fixture
+def sim_process() -> Iterator[str]:
+    """``kimiflow sim`` with realistic latency in its own process; yields its root URL."""
+    with sim_command("--latency", "realistic", "--seed", "3", start_timeout=15) as root:
+        yield root
 
 
 def stats(root: str) -> dict[str, int]:

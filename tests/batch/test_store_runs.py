@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from .conftest import Reply, ScriptedServer, completion, prompts, read_jsonl, write_jsonl
-from .test_crash import KIMIFLOW, env_for, free_port, stats
+from .test_crash import KIMIFLOW, env_for, sim_command, stats
 
 N = 8
 BAD = "r5"  # its temperature is out of range: the simulator answers 400, a final failure
@@ -34,24 +34,8 @@ BAD = "r5"  # its temperature is out of range: the simulator answers 400, a fina
 @pytest.fixture
 def sim() -> Iterator[str]:
     """``kimiflow sim`` (fast) in its own process, fresh counters; yields its root URL."""
-    port = free_port()
-    proc = subprocess.Popen([KIMIFLOW, "sim", "--port", str(port), "--seed", "5"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                stats(root)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("kimiflow sim did not start") from None
-                time.sleep(0.1)
+    with sim_command("--seed", "5") as root:
         yield root
-    finally:
-        proc.kill()
-        proc.wait(10)
 
 
 def paid(root: str) -> int:
