@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,16 @@ class Gateway:
             await self.ledger.close()
         await self.upstream.close()
         self.store.close()
+
+
+GatewayHandler = Callable[[Gateway, web.Request], Awaitable[web.StreamResponse]]
+"""A route handler of the gateway: it gets the ``Gateway`` it serves besides the request."""
+
+
+def bind(gw: Gateway, handler: GatewayHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` as an aiohttp route of ``gw``."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(gw, request)
+
+    return route

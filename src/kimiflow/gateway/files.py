@@ -14,7 +14,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from kimiflow.gateway.app import REQUEST_ID_HEADER, Gateway, new_request_id
+from kimiflow.gateway.app import REQUEST_ID_HEADER, Gateway, bind, new_request_id
 from kimiflow.gateway.errors import error_response, invalid_auth
 from kimiflow.gateway.keys import KeyRecord
 from kimiflow.gateway.upstream import UpstreamUnavailable
@@ -105,15 +105,8 @@ async def one_file(gw: Gateway, request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, gw: Gateway) -> None:
-    def bind(handler: Any) -> Any:
-        async def route(request: web.Request) -> web.StreamResponse:
-            result: web.StreamResponse = await handler(gw, request)
-            return result
-
-        return route
-
-    app.router.add_post("/v1/files", bind(upload))
-    app.router.add_get("/v1/files", bind(list_files))
-    app.router.add_get("/v1/files/{file_id}", bind(one_file))
-    app.router.add_get("/v1/files/{file_id}/content", bind(one_file))
-    app.router.add_delete("/v1/files/{file_id}", bind(one_file))
+    app.router.add_post("/v1/files", bind(gw, upload))
+    app.router.add_get("/v1/files", bind(gw, list_files))
+    app.router.add_get("/v1/files/{file_id}", bind(gw, one_file))
+    app.router.add_get("/v1/files/{file_id}/content", bind(gw, one_file))
+    app.router.add_delete("/v1/files/{file_id}", bind(gw, one_file))

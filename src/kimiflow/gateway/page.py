@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from kimiflow.gateway.app import Gateway
+from kimiflow.gateway.app import Gateway, bind
 from kimiflow.gateway.keys import KeyRecord
 
 SESSION_COOKIE = "kimiflow_session"
@@ -150,11 +150,5 @@ async def login(gw: Gateway, request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, gw: Gateway) -> None:
-    async def page(request: web.Request) -> web.StreamResponse:
-        return await usage_page(gw, request)
-
-    async def sign_in(request: web.Request) -> web.StreamResponse:
-        return await login(gw, request)
-
-    app.router.add_get("/", page)
-    app.router.add_post("/login", sign_in)
+    app.router.add_get("/", bind(gw, usage_page))
+    app.router.add_post("/login", bind(gw, login))

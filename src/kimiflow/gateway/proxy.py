@@ -29,7 +29,7 @@ from aiohttp import web
 from kimiflow.core.catalog import model_info
 from kimiflow.core.tokens import estimate_message_tokens
 from kimiflow.gateway.admission import Grant, Rejection
-from kimiflow.gateway.app import REQUEST_ID_HEADER, Gateway, new_request_id
+from kimiflow.gateway.app import REQUEST_ID_HEADER, Gateway, bind, new_request_id
 from kimiflow.gateway.errors import error_response, invalid_auth, invalid_request
 from kimiflow.gateway.keys import KeyRecord
 from kimiflow.gateway.store import LedgerRow
@@ -413,16 +413,9 @@ async def metrics(gw: Gateway, request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application, gw: Gateway) -> None:
-    def bind(handler: Any) -> Any:
-        async def route(request: web.Request) -> web.StreamResponse:
-            result: web.StreamResponse = await handler(gw, request)
-            return result
-
-        return route
-
-    app.router.add_post("/v1/chat/completions", bind(chat_completions))
-    app.router.add_get("/v1/models", bind(list_models))
-    app.router.add_post("/v1/tokenizers/estimate-token-count", bind(estimate_tokens))
-    app.router.add_get("/v1/users/me/balance", bind(balance))
-    app.router.add_get("/healthz", bind(healthz))
-    app.router.add_get("/metrics", bind(metrics))
+    app.router.add_post("/v1/chat/completions", bind(gw, chat_completions))
+    app.router.add_get("/v1/models", bind(gw, list_models))
+    app.router.add_post("/v1/tokenizers/estimate-token-count", bind(gw, estimate_tokens))
+    app.router.add_get("/v1/users/me/balance", bind(gw, balance))
+    app.router.add_get("/healthz", bind(gw, healthz))
+    app.router.add_get("/metrics", bind(gw, metrics))
