@@ -17,6 +17,12 @@ processes on the shared machine do not inflate it), best of ``--repeat`` runs; t
 once. The same chunk size at a quarter of the document shows how each grows with the length:
 x4 is linear, x16 quadratic.
 
+A second table runs kimiflow alone on the same document cut into fewer and more chunks: a
+container that is complete within one chunk goes to the C scanner whole, one that is still open
+is walked member by member in Python, so the ratio to ``json.loads`` says how much of the answer
+had to be walked (see ``kimiflow.core.partial_json`` for why 2x is out of reach at ~50 characters
+a chunk).
+
 Run: ``.venv/bin/python bench/bench_partial_json.py [--size 200000] [--chunks 4000] [--repeat 5]``.
 """
 
@@ -178,6 +184,17 @@ def main() -> None:
         growth = seconds / small_seconds if small_seconds else float("nan")
         print(f"| {name:<32} | {seconds * 1000:>12.1f} | {seconds / len(chunks) * 1e6:>9.2f} | "
               f"{seconds / floor:>12.1f} | {seconds / ours:>10.2f} | {growth:>14.1f} |")  # fmt: skip
+
+    print()
+    print(f"| {'kimiflow, same document in':<28} | {'chars/chunk':>11} | {'total CPU ms':>12} | {'× json.loads':>12} |")
+    print(f"|{'-' * 30}|{'-' * 12}:|{'-' * 13}:|{'-' * 13}:|")
+    for count in sorted({10, 100, 1000, len(chunks), 4 * len(chunks)}):
+        pieces = split(text, count)
+        seconds, result = measure(run_kimiflow, text, pieces, args.repeat)
+        if result != expected:
+            raise SystemExit(f"kimiflow in {count} chunks: the final object differs from json.loads")
+        print(f"| {f'{len(pieces):,} chunks':<28} | {len(text) / len(pieces):>11,.0f} | {seconds * 1000:>12.1f} | "
+              f"{seconds / floor:>12.1f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

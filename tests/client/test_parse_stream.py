@@ -186,3 +186,22 @@ def test_stream_among_the_extra_parameters_is_refused(sim: Any) -> None:
             pytest.raises(InvalidArgumentError, match="parse_stream"):
         client.chat.completions.parse_stream(model="moonshot-v1-8k", messages=MESSAGES,
                                              response_format=TicketStruct, stream=True)
+
+
+def test_async_stream_closed_early_leaves_the_client_usable(sim: Any) -> None:
+    async def main() -> Any:
+        async with AsyncKimi(api_key=sim.api_key, base_url=sim.base_url) as client:
+            stream = client.chat.completions.parse_stream(model="moonshot-v1-8k", messages=MESSAGES,
+                                                          response_format=TicketStruct)
+            async with stream:
+                async for event in stream:
+                    if event.kind == "content":
+                        break
+            with pytest.raises(StructuredAnswerError, match="closed before its answer was complete"):
+                await stream.get_final_completion()
+            again = client.chat.completions.parse_stream(model="moonshot-v1-8k", messages=MESSAGES,
+                                                         response_format=TicketStruct)
+            return await again.get_final_completion()
+
+    resp = asyncio.run(main())
+    assert isinstance(resp.choices[0].message.parsed, TicketStruct) and len(resp.attempt_completions) == 1
