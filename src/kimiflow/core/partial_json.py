@@ -104,19 +104,26 @@ class PartialJSON:
         if self._done:
             raise PartialJSONError("the JSON document was already finished; start a new PartialJSON")
         if self._open_string and '"' not in text and "\\" not in text and "\\" not in self._tail:
-            # The common case inside a long string: only its prefix grows.
+            # The common case inside a long string: only its prefix grows (stored inline, as this
+            # runs for most chunks of a long answer).
+            tail = self._tail = self._tail + text
+            frame = self._frames[-1]
+            container = frame[0]
+            if type(container) is list:
+                container[-1] = tail[1:]
+            else:
+                container[frame[1]] = tail[1:]
+        else:
             self._tail += text
-            self._show_string(self._tail[1:], self._consumed + 1)
-            return self.value
-        self._tail += text
-        self._advance(final=False)
-        return self.value
+            self._advance(False)
+        root = self._root
+        return root[0] if root else None
 
     def finish(self, text: str = "") -> Any:
         """Add the last chunk; return the complete value, or raise ``PartialJSONError`` if incomplete."""
         if text:
             self.feed(text)
-        self._advance(final=True)
+        self._advance(True)
         if len(self._frames) > 1 or self._state != _AFTER or self._open_string:
             open_containers = len(self._frames) - 1
             what = f"{open_containers} container(s) still open" if open_containers else "the value is unfinished"
@@ -161,7 +168,7 @@ class PartialJSON:
             container[frame[1]] = prefix
         self._open_string = True
 
-    def _advance(self, *, final: bool) -> None:
+    def _advance(self, final: bool) -> None:
         tail = self._tail
         end = len(tail)
         pos = 0
