@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kimiflow import (
+    AnswerBudgetExceededError,
     AnswerValidationError,
     AsyncKimi,
     InvalidArgumentError,
@@ -151,6 +152,15 @@ def test_retries_exhausted_raise_the_validation_error_with_the_total_cost(twin: 
     assert error.usage.total_tokens == sum(c.usage.total_tokens for c in error.completions)
     assert [event.kind for event, _ in seen].count("attempt") == 2
     assert all(event.kind != "done" for event, _ in seen)
+
+
+def test_a_token_budget_stops_the_re_asks(twin: Twin, sim: Any) -> None:
+    before = int(sim.state.stats.chat_completions)
+    seen, error = _collect(twin, model="moonshot-v1-8k", messages=MESSAGES, response_format=TicketStruct,
+                           token_budget=1, extra_headers=_fault("schema-violation", 5))
+    assert isinstance(error, AnswerBudgetExceededError) and "token_budget=1" in str(error)
+    assert int(sim.state.stats.chat_completions) - before == 1
+    assert [event.kind for event, _ in seen].count("attempt") == 1
 
 
 def test_truncation_raises_the_typed_error_after_the_partial_object(twin: Twin, sim: Any) -> None:
