@@ -19,8 +19,9 @@ x4 is linear, x16 quadratic.
 
 Two calibration rows parse nothing: a ``feed()`` method that only keeps the chunk, and one that
 does the least any Python partial parser must do per chunk (join the chunk to its tail, find a
-quote, show one string's prefix, keep a short tail). The second alone costs about 2x one
-``json.loads`` at 4,000 chunks: the issue's 2x target is the price of a few C calls per chunk.
+quote, show one string's prefix, keep a short tail). The second alone costs 1.4-2x one
+``json.loads`` at 4,000 chunks (measured on a shared machine): the issue's 2x target is the price
+of a few C calls per chunk, before any member is parsed.
 
 A second table runs kimiflow alone on the same document cut into fewer and more chunks: a
 container that is complete within one chunk goes to the C scanner whole, one that is still open
