@@ -17,10 +17,11 @@ loop: they are the client's, retried (or not) by its normal rules, and never ent
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 from kimiflow.core.errors import InvalidArgumentError
+from kimiflow.core.partial_json import PartialJSON, PartialJSONError
 from kimiflow.structured import (
     DEFAULT_MAX_VALIDATION_RETRIES,
     STRUCTURED_MODES,
@@ -35,12 +36,14 @@ from kimiflow.structured import (
     reask_messages,
 )
 from kimiflow.types._base import response_meta, set_response_meta
-from kimiflow.types.chat import ChatCompletion, CompletionTokensDetails, Usage
-from kimiflow.types.parsed import ParsedChatCompletion, parsed_from
+from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk, CompletionTokensDetails, Usage
+from kimiflow.types.parsed import ParsedChatCompletion, ParseStreamEvent, parsed_from
 
 logger = logging.getLogger("kimiflow")
 
 _RESERVED = ("stream", "response_format", "model", "messages")
+
+T = TypeVar("T")
 
 
 def sum_usage(usages: Sequence[Usage | None]) -> Usage:
@@ -92,7 +95,7 @@ class ParseLoop:
         extra = dict(params or {})
         for name in _RESERVED:
             if name in extra:
-                hint = "use chat.completions.stream() for streaming" if name == "stream" else "pass it once"
+                hint = "use chat.completions.parse_stream() for streaming" if name == "stream" else "pass it once"
                 raise InvalidArgumentError(f"parse() does not take {name!r} among its extra parameters; {hint}")
         self.request = build_parse_request(model, messages, target, mode=structured_mode, modes=modes)
         self.max_attempts = max_validation_retries + 1
@@ -102,6 +105,11 @@ class ParseLoop:
         self._messages = self.request.messages
         self._last_error: AnswerValidationError | None = None
         self._over_budget = False
+
+    @property
+    def last_error(self) -> AnswerValidationError | None:
+        """Why the previous answer was rejected (``None`` before the first re-ask)."""
+        return self._last_error
 
     @property
     def usage(self) -> Usage:
@@ -183,3 +191,137 @@ class ParseLoop:
         error.usage = self.usage
         error.completions = list(self.completions)
         return error
+
+
+class PartialAnswer:
+    """One streamed attempt of ``parse_stream()``: chunks in, events with the partial object out.
+
+    Choice 0's answer goes through an incremental ``PartialJSON``, so each chunk costs about its
+    own length. Text that is not JSON stops the partial object where it was (the deltas still
+    come); the whole answer is then validated, and re-asked, as ``parse()`` does.
+    """
+
+    def __init__(self, attempt: int) -> None:
+        self.attempt = attempt
+        self._parser: PartialJSON | None = PartialJSON()
+        self._partial: Any = None
+
+    def feed(self, chunk: ChatCompletionChunk) -> list[ParseStreamEvent[Any]]:
+        """The events one chunk makes: its reasoning piece, then its answer piece (choice 0 only)."""
+        events: list[ParseStreamEvent[Any]] = []
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            delta = choice.delta
+            if delta.reasoning_content:
+                events.append(ParseStreamEvent("reasoning", self.attempt, delta.reasoning_content, self._partial))
+            if delta.content:
+                if self._parser is not None:
+                    try:
+                        self._partial = self._parser.feed(delta.content)
+                    except PartialJSONError:
+                        self._parser = None  # not JSON: the validation of the whole answer says why
+                events.append(ParseStreamEvent("content", self.attempt, delta.content, self._partial))
+        return events
+
+
+def attempt_event(loop: ParseLoop) -> ParseStreamEvent[Any]:
+    """The event that opens the next attempt of ``loop`` (carrying the error that caused a re-ask)."""
+    return ParseStreamEvent("attempt", len(loop.completions) + 1, error=loop.last_error)
+
+
+def done_event(result: ParsedChatCompletion[Any]) -> ParseStreamEvent[Any]:
+    """The last event: the validated completion and choice 0's object."""
+    parsed = result.choices[0].message.parsed if result.choices else None
+    return ParseStreamEvent("done", len(result.attempt_completions), parsed=parsed, completion=result)
+
+
+class ParseStream(Generic[T]):
+    """What ``chat.completions.parse_stream()`` opens: an iterator of ``ParseStreamEvent``.
+
+    >>> with client.chat.completions.parse_stream(model="kimi-k2.6", messages=msgs,
+    ...                                           response_format=Ticket) as stream:
+    ...     for event in stream:
+    ...         if event.kind == "content":
+    ...             render(event.partial)
+    ...     ticket = stream.get_final_completion().choices[0].message.parsed
+
+    Iterating raises what ``parse()`` raises (``AnswerValidationError`` once the re-asks are
+    spent, ``TruncatedAnswerError``, ``AnswerBudgetExceededError``, HTTP errors).
+    """
+
+    def __init__(self, events: Generator[ParseStreamEvent[T], None, None]) -> None:
+        self._events = events
+        self._final: ParsedChatCompletion[T] | None = None
+
+    def __iter__(self) -> Iterator[ParseStreamEvent[T]]:
+        return self
+
+    def __next__(self) -> ParseStreamEvent[T]:
+        event = next(self._events)
+        if event.kind == "done":
+            self._final = event.completion
+        return event
+
+    def __enter__(self) -> ParseStream[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def until_done(self) -> ParseStream[T]:
+        """Read the remaining events."""
+        for _ in self:
+            pass
+        return self
+
+    def get_final_completion(self) -> ParsedChatCompletion[T]:
+        """Read the rest and return the validated completion (as ``parse()`` would have)."""
+        self.until_done()
+        if self._final is None:
+            raise StructuredAnswerError("the parse stream was closed before its answer was complete")
+        return self._final
+
+    def close(self) -> None:
+        """Stop: the open HTTP stream, if any, is closed."""
+        self._events.close()
+
+
+class AsyncParseStream(Generic[T]):
+    """The ``AsyncKimi`` twin of ``ParseStream``: ``async with`` / ``async for``."""
+
+    def __init__(self, events: AsyncGenerator[ParseStreamEvent[T], None]) -> None:
+        self._events = events
+        self._final: ParsedChatCompletion[T] | None = None
+
+    def __aiter__(self) -> AsyncIterator[ParseStreamEvent[T]]:
+        return self
+
+    async def __anext__(self) -> ParseStreamEvent[T]:
+        event = await self._events.__anext__()
+        if event.kind == "done":
+            self._final = event.completion
+        return event
+
+    async def __aenter__(self) -> AsyncParseStream[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def until_done(self) -> AsyncParseStream[T]:
+        """Read the remaining events."""
+        async for _ in self:
+            pass
+        return self
+
+    async def get_final_completion(self) -> ParsedChatCompletion[T]:
+        """Read the rest and return the validated completion (as ``parse()`` would have)."""
+        await self.until_done()
+        if self._final is None:
+            raise StructuredAnswerError("the parse stream was closed before its answer was complete")
+        return self._final
+
+    async def close(self) -> None:
+        """Stop: the open HTTP stream, if any, is closed."""
+        await self._events.aclose()

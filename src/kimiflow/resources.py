@@ -7,7 +7,7 @@ async twins differ only in ``await``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from typing_extensions import Unpack
@@ -30,9 +30,10 @@ from kimiflow.types.chat import ChatCompletion, ChatCompletionChunk
 from kimiflow.types.files import FileDeleted, FileList, FileObject
 from kimiflow.types.models import ModelList
 from kimiflow.types.params import ChatCompletionOptions, MessageParam
-from kimiflow.types.parsed import ParsedChatCompletion
+from kimiflow.types.parsed import ParsedChatCompletion, ParseStreamEvent
 
 if TYPE_CHECKING:
+    from kimiflow.parse_loop import AsyncParseStream, ParseLoop, ParseStream
     from kimiflow.tool_loop import ToolEvent, ToolLoop, ToolRunResult
 
 # A step with more calls than this queues the rest: a model asking for 100 calls must not start 100 threads.
@@ -165,6 +166,51 @@ class Completions:
             result = loop.feed(self._client._call(spec, options))
             if result is not None:
                 return result
+        raise loop.failure()
+
+    def parse_stream(self, *, model: str, messages: Sequence[MessageParam], response_format: Any,
+                     max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+                     structured_mode: StructuredMode | None = None,
+                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                     timeout: TimeoutLike = None, max_retries: int | None = None,
+                     **params: Any) -> ParseStream[Any]:
+        """``parse()`` streamed: events with the text and the partial object, then the validated one.
+
+        Each attempt is one streamed request; a re-ask (same rules as ``parse()``) begins with a new
+        ``"attempt"`` event. See ``ParseStreamEvent``.
+
+        >>> with client.chat.completions.parse_stream(model="kimi-k2.6", messages=msgs,
+        ...                                           response_format=Ticket) as stream:
+        ...     for event in stream:
+        ...         print(event.kind, event.partial)
+        """
+        from kimiflow.parse_loop import ParseLoop, ParseStream  # loaded on first use
+
+        loop = ParseLoop(model, messages, response_format, params=params, token_budget=token_budget,
+                         max_validation_retries=max_validation_retries, structured_mode=structured_mode)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        return ParseStream(self._parse_events(loop, extra_body, extra_headers, options))
+
+    def _parse_events(self, loop: ParseLoop, extra_body: Mapping[str, Any] | None,
+                      extra_headers: Mapping[str, str] | None, options: CallOptions) -> Generator[ParseStreamEvent[Any], None, None]:
+        from kimiflow.parse_loop import PartialAnswer, attempt_event, done_event
+
+        for body in loop.bodies():
+            opening = attempt_event(loop)
+            yield opening
+            answer = PartialAnswer(opening.attempt)
+            spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+            chunks = ChatCompletionStream(self._client._open_stream(spec, options))
+            try:
+                for chunk in chunks:
+                    yield from answer.feed(chunk)
+                completion = chunks.get_final_completion()
+            finally:
+                chunks.close()
+            result = loop.feed(completion)
+            if result is not None:
+                yield done_event(result)
+                return
         raise loop.failure()
 
     def run_tools(self, *, model: str, messages: Sequence[MessageParam], tools: Sequence[Any],
@@ -359,6 +405,50 @@ class AsyncCompletions:
             result = loop.feed(await self._client._call(spec, options))
             if result is not None:
                       return result
+        raise loop.failure()
+
+    def parse_stream(self, *, model: str, messages: Sequence[MessageParam], response_format: Any,
+                     max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES, token_budget: int | None = None,
+                     structured_mode: StructuredMode | None = None,
+                     extra_body: Mapping[str, Any] | None = None, extra_headers: Mapping[str, str] | None = None,
+                     timeout: TimeoutLike = None, max_retries: int | None = None,
+                     **params: Any) -> AsyncParseStream[Any]:
+        """``parse()`` streamed (``async with`` / ``async for``); see the sync twin and ``ParseStreamEvent``.
+
+        >>> async with aclient.chat.completions.parse_stream(model="kimi-k2.6", messages=msgs,
+        ...                                                  response_format=Ticket) as stream:
+        ...     async for event in stream:
+        ...         print(event.kind, event.partial)
+        """
+        from kimiflow.parse_loop import AsyncParseStream, ParseLoop  # loaded on first use
+
+        loop = ParseLoop(model, messages, response_format, params=params, token_budget=token_budget,
+                         max_validation_retries=max_validation_retries, structured_mode=structured_mode)
+        options = CallOptions(self._client._config, timeout, max_retries)
+        return AsyncParseStream(self._parse_events(loop, extra_body, extra_headers, options))
+
+    async def _parse_events(self, loop: ParseLoop, extra_body: Mapping[str, Any] | None,
+                            extra_headers: Mapping[str, str] | None,
+                            options: CallOptions) -> AsyncGenerator[ParseStreamEvent[Any], None]:
+        from kimiflow.parse_loop import PartialAnswer, attempt_event, done_event
+
+        for body in loop.bodies():
+            opening = attempt_event(loop)
+            yield opening
+            answer = PartialAnswer(opening.attempt)
+            spec = endpoints.chat_completion_stream(body, extra_body=extra_body, extra_headers=extra_headers)
+            chunks = AsyncChatCompletionStream(await self._client._open_stream(spec, options))
+            try:
+                async for chunk in chunks:
+                    for event in answer.feed(chunk):
+                        yield event
+                completion = await chunks.get_final_completion()
+            finally:
+                await chunks.close()
+            result = loop.feed(completion)
+            if result is not None:
+                yield done_event(result)
+                return
         raise loop.failure()
 
     async def run_tools(self, *, model: str, messages: Sequence[MessageParam], tools: Sequence[Any],

@@ -187,7 +187,7 @@ def test_token_budget_stops_the_re_asks(twin: Twin, sim: Any) -> None:
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"max_validation_retries": -1}, "max_validation_retries must be an integer >= 0"),
     ({"token_budget": 0}, "token_budget must be an integer >= 1"),
-    ({"stream": True}, "chat.completions.stream"),
+    ({"stream": True}, "chat.completions.parse_stream"),
 ])
 def test_bad_parse_arguments_are_one_line_errors(twin: Twin, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidArgumentError, match=match):

@@ -142,3 +142,11 @@ def test_a_large_document_in_small_chunks_keeps_only_a_short_tail() -> None:
         longest = max(longest, len(parser._tail))
     assert parser.finish() == doc
     assert longest < 200
+
+
+def test_a_closing_bracket_inside_a_string_does_not_close_the_open_container() -> None:
+    """The ``]`` in the key is "in sight" but the list is still open: it is walked, not scanned whole."""
+    parser = PartialJSON()
+    assert parser.feed('[{"]": nu') == [{}]
+    assert parser.feed('ll, "x": [1, "}"') == [{"]": None, "x": [1, "}"]}]
+    assert parser.finish("]}]") == [{"]": None, "x": [1, "}"]}]

@@ -6,7 +6,9 @@ object still encodes (``to_dict()``, ``to_json()``) as the server's completion, 
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+import copy
+import dataclasses
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -56,3 +58,37 @@ def parsed_from(completion: ChatCompletion) -> ParsedChatCompletion[Any]:
     out: ParsedChatCompletion[Any] = msgspec.json.decode(data, type=ParsedChatCompletion[Any], strict=False)
     out._raw = data  # type: ignore[attr-defined]  # dict=True structs take extra attrs
     return out
+
+
+ParseEventKind = Literal["attempt", "reasoning", "content", "done"]
+
+
+@dataclasses.dataclass
+class ParseStreamEvent(Generic[T]):
+    """One event of ``chat.completions.parse_stream()``.
+
+    - ``"attempt"``: an attempt begins (``attempt`` counts from 1); from the second one on, ``error``
+      is the validation error of the previous answer that caused the re-ask, and the partial object
+      starts again from nothing.
+    - ``"reasoning"``: ``delta`` is the next piece of choice 0's ``reasoning_content``.
+    - ``"content"``: ``delta`` is the next piece of choice 0's answer; ``partial`` is the object
+      parsed from the answer so far (dicts and lists with their complete members, an unfinished
+      string as its prefix; ``None`` before anything is complete).
+    - ``"done"``: ``completion`` is the validated ``ParsedChatCompletion`` (usage summed over every
+      attempt) and ``parsed`` its choice 0's object, the requested type.
+
+    ``partial`` is the parser's live object, not a copy: later events keep filling it, so reading
+    it costs nothing per chunk. Call ``snapshot()`` for a copy that stays as it is.
+    """
+
+    kind: ParseEventKind
+    attempt: int
+    delta: str = ""
+    partial: Any = None
+    parsed: T | None = None
+    completion: ParsedChatCompletion[T] | None = None
+    error: Exception | None = None
+
+    def snapshot(self) -> Any:
+        """A deep copy of ``partial`` that later events do not change."""
+        return copy.deepcopy(self.partial)
