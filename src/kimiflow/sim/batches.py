@@ -142,6 +142,8 @@ def advance(state: SimState, batch: SimBatch, now: float) -> None:
     if batch.status == "cancelling" and now >= batch.stamps["cancelling"] + CANCELLING_S:
         batch.status = "cancelled"
         batch.stamps["cancelled"] = batch.stamps["cancelling"] + CANCELLING_S
+        if "in_progress" not in batch.stamps:
+            validate_input(state, batch)  # cancelled while validating: its lines are listed as not run
         _write_files(state, batch, "batch_cancelled", "This request was not executed: the batch was cancelled.")
 
 
