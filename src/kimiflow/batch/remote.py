@@ -31,6 +31,7 @@ from kimiflow.batch.options import BatchOptions
 from kimiflow.batch.output import failure_record, success_record
 from kimiflow.batch.paths import BatchPaths
 from kimiflow.batch.runner import BatchInputError
+from kimiflow.batch.stops import access_denied, quota_exhausted, unreachable
 from kimiflow.batch.store import BatchStore
 from kimiflow.batch.summary import (
     COMPLETED,
@@ -183,17 +184,11 @@ def run_remote(input: str | Path, output: str | Path, *, options: BatchOptions, 
             message = (f"interrupted: batch {batch_id} keeps running at Kimi; run the same command to resume polling"
                        if batch_id else "interrupted before a batch was created; run the same command to start again")
         except QuotaExceededError as exc:
-            from kimiflow.batch import stops
-
-            status, message = stops.quota_exhausted(exc)
+            status, message = quota_exhausted(exc)
         except (AuthenticationError, PermissionDeniedError) as exc:
-            from kimiflow.batch import stops
-
-            status, message = stops.access_denied(exc, client.base_url)
+            status, message = access_denied(exc, client.base_url)
         except APIConnectionError as exc:
-            from kimiflow.batch import stops
-
-            status, message = stops.unreachable(client.base_url, exc)
+            status, message = unreachable(client.base_url, exc)
         run.elapsed_s = time.monotonic() - started
         summary = build_summary(store.journal, status=status, paths=paths.as_strings(), run=run, limits={},
                                 message=message, resume_command=options.resume_command)
