@@ -79,6 +79,9 @@ def test_input_is_checked_for_the_batch_api_before_anything_is_sent(tmp_path: Pa
         assert "line 4: kimi-k2.6 fixes temperature at 1" in done.stderr and "remove 'temperature'" in done.stderr
         other = run(write_jsonl(tmp_path / "v1.jsonl", rows(1)), tmp_path / "o2.jsonl", root, "-m", "moonshot-v1-8k")
         assert other.returncode == 1 and "cannot be batched" in other.stderr
+        window = run(write_jsonl(tmp_path / "w.jsonl", rows(1)), tmp_path / "o3.jsonl", root,
+                     "--completion-window", "1h")
+        assert window.returncode == 1 and "--completion-window must be from 12h to 7d" in window.stderr
         assert stats(root)["files_uploaded"] == 0 and stats(root)["batches_created"] == 0
 
 

@@ -17,6 +17,7 @@ expired or cancelled (what ran is kept; the rest fail with ``batch_expired`` / `
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,9 @@ META_TOKEN, META_FILE, META_BATCH = "remote_token", "remote_input_file_id", "rem
 """Journal meta keys of the batch in progress (cleared once its results are recorded)."""
 _SAMPLING = ("temperature", "top_p", "n", "presence_penalty", "frequency_penalty")
 _decoder = msgspec.json.Decoder()
+_WINDOW = re.compile(r"^([1-9][0-9]{0,3})([hd])$")
+POLL_SLACK_S = 3600.0
+"""Polling gives up this long after the completion window should have ended (a re-run polls again)."""
 
 
 class RemoteBatchError(KimiflowError):
@@ -134,6 +138,15 @@ def cost_estimate(requests: list[BatchRequest]) -> str:
             f"real-time ¥{low:.4f}–¥{high:.4f}; Batch API (−{BATCH_DISCOUNT:.0%}) ¥{low * keep:.4f}–¥{high * keep:.4f}")
 
 
+def window_seconds(window: str) -> int:
+    """Seconds of a completion window, ``"12h"`` to ``"7d"``; ``BatchInputError`` for anything else."""
+    match = _WINDOW.match(window) if isinstance(window, str) else None
+    hours = None if match is None else int(match.group(1)) * (24 if match.group(2) == "d" else 1)
+    if hours is None or not 12 <= hours <= 7 * 24:
+        raise BatchInputError(f"completion_window= must be from 12h to 7d, written like 24h or 3d, got {window!r}")
+    return hours * 3600
+
+
 def run_remote(input: str | Path, output: str | Path, *, options: BatchOptions, client: Kimi | None = None,
                poll_interval: float = 10.0, completion_window: str = "24h",
                note: Callable[[str], None] = lambda message: None) -> BatchSummary:
@@ -144,6 +157,7 @@ def run_remote(input: str | Path, output: str | Path, *, options: BatchOptions, 
     """
     if poll_interval <= 0:
         raise BatchInputError(f"poll_interval= must be positive seconds, got {poll_interval!r}")
+    window_s = window_seconds(completion_window)
     paths = BatchPaths.for_output(input, output, options.errors)
     defaults: InputDefaults = options.defaults
     scan = scan_input(paths.input, defaults)
@@ -174,7 +188,7 @@ def run_remote(input: str | Path, output: str | Path, *, options: BatchOptions, 
         try:
             batch = _active_or_new_batch(client, store, requests, paths, completion_window, note)
             if batch is not None:
-                batch = _poll(client, batch, poll_interval, note)
+                batch = _poll(client, batch, poll_interval, window_s + POLL_SLACK_S, note)
                 remote = {"batch_id": batch.id, "status": batch.status,
                           "request_counts": _counts(batch)}
                 status, message = _merge(client, store, batch, requests, run)
@@ -266,19 +280,19 @@ def _find_by_token(client: Kimi, token: str, pages: int = 50) -> Batch | None:
     return None
 
 
-def _poll(client: Kimi, batch: Batch, interval: float, note: Callable[[str], None]) -> Batch:
-    """Retrieve the batch every ``interval`` seconds until it ends (bounded by its own expiry plus a day of polls)."""
+def _poll(client: Kimi, batch: Batch, interval: float, limit_s: float, note: Callable[[str], None]) -> Batch:
+    """Retrieve the batch every ``interval`` seconds until it ends, for at most ``limit_s`` seconds."""
     last = ""
-    polls = 0
+    deadline = time.monotonic() + limit_s
     while not batch.is_terminal:
         if batch.status != last:
             counts = batch.request_counts
             note(f"batch {batch.id}: {batch.status}" + (f" ({counts.completed + counts.failed}/{counts.total})"
                                                         if counts and counts.total else ""))
             last = batch.status
-        polls += 1
-        if polls > 1_000_000:
-            raise RemoteBatchError(f"batch {batch.id} never ended; check it with client.batches.retrieve()")
+        if time.monotonic() > deadline:
+            raise RemoteBatchError(f"batch {batch.id} is still {batch.status} an hour after its completion window; "
+                                   "run the same command later to poll it again")
         time.sleep(interval)
         batch = client.batches.retrieve(batch.id)
     return batch

@@ -21,6 +21,7 @@ FLAGS = {
     "max_attempts": "--max-attempts", "max_tokens": "--max-tokens", "model": "--model", "output": "-o",
     "retry_failed": "--retry-failed", "rpm": "--rpm", "skip_invalid": "--skip-invalid", "system": "--system",
     "tier": "--tier", "timeout": "--timeout", "tpd": "--tpd", "tpm": "--tpm",
+    "completion_window": "--completion-window", "poll_interval": "--poll-interval",
 }
 """The library's parameter names (as its messages write them, ``name=``) and the flags they are here."""
 OUTAGE_WAIT = 120.0
@@ -210,7 +211,8 @@ def batch(
                 click.echo(f"batch: {input_path} -> {output} (Kimi's Batch API)", err=True)
             summary = run_remote(input_path, output, options=options, poll_interval=poll_interval,
                                  completion_window=completion_window,
-                                 note=lambda text: click.echo(in_flags(text), err=True))
+                                 note=(lambda text: None) if quiet else (lambda text: click.echo(in_flags(text),
+                                                                                                 err=True)))
         else:
             if not quiet:
                 click.echo(f"batch: {input_path} -> {output} ({limits_note})", err=True)
