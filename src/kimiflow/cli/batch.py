@@ -180,6 +180,8 @@ def batch(
     if tier is None and any(v is not None for v in explicit) and None in explicit:
         raise click.UsageError("without --tier, give all three of --concurrency, --rpm and --tpm "
                                "(or add --tier N to take the rest from that tier)")
+    if remote and limits_url is not None:
+        raise click.UsageError("--limits paces requests this machine sends; with --remote Kimi runs them: drop one")
     key = api_key or require_api_key()
     url = base_url or resolve("base_url")
     if url:
