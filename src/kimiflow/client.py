@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from kimiflow.batches import AsyncBatches, Batches
 from kimiflow.core import endpoints
 from kimiflow.core.catalog import DEFAULT_MODEL
 from kimiflow.core.config import (
@@ -217,6 +218,7 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
         self.models = Models(self)
         self.files = Files(self)
         self.tokens = Tokens(self)
+        self.batches = Batches(self)
 
     def _get_transport(self) -> SyncTransportProtocol:
         if self._closed:
@@ -381,6 +383,7 @@ class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
         self.models = AsyncModels(self)
         self.files = AsyncFiles(self)
         self.tokens = AsyncTokens(self)
+        self.batches = AsyncBatches(self)
 
     def _get_transport(self) -> AsyncTransportProtocol:
         if self._closed:

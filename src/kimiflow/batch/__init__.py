@@ -15,6 +15,7 @@ from kimiflow.batch.journal import (
 )
 from kimiflow.batch.options import BatchOptions
 from kimiflow.batch.paths import BatchPaths, PathConflictError
+from kimiflow.batch.remote import RemoteBatchError, run_remote
 from kimiflow.batch.runner import BatchInputError, run_batch, run_batch_sync
 from kimiflow.batch.store import BatchStore, BatchStoreError
 from kimiflow.batch.summary import BatchSummary
@@ -39,10 +40,12 @@ __all__ = [
     "PathConflictError",
     "RateLimiter",
     "RateLimits",
+    "RemoteBatchError",
     "RequestTooLargeError",
     "Slot",
     "request_charge",
     "run_batch",
     "run_batch_sync",
+    "run_remote",
     "scan_input",
 ]

@@ -73,6 +73,7 @@ CRASH_ENV = "KIMIFLOW_BATCH_CRASH_AT"
 CRASH_POINTS = frozenset({
     "after-output-write", "after-output-fsync", "after-done-commit", "after-failure-commit",
     "repair-before-rewrite", "repair-after-rewrite", "repair-after-replace", "errors-before-replace",
+    "remote-after-create", "remote-after-submit",
 })
 _FULL_REPAIR = "full_repair"
 _P = ParamSpec("_P")
@@ -451,6 +452,10 @@ class BatchStore:
     def release(self, custom_id: str) -> None:
         """An in-flight request that will not finish in this run: pending again, sent on resume."""
         self._journal_call("writing", self.journal.mark_pending, custom_id)
+
+    def crash_point(self, point: str) -> None:
+        """The crash seam at ``point`` (one of ``CRASH_POINTS``), for steps the store does not take itself."""
+        self._crash(point)
 
     def add_rate_limited(self, count: int) -> None:
         self._journal_call("writing", self.journal.add_rate_limited, count)

@@ -71,6 +71,8 @@ class BatchSummary:
     resume_command: str | None = None
     top_failure: dict[str, Any] | None = None
     """The most common failure: ``{"kind", "count", "example"}`` (``None`` without failures)."""
+    remote: dict[str, Any] | None = None
+    """With ``--remote``: the Batch API batch (``batch_id``, ``status``, ``request_counts``); else ``None``."""
 
     @property
     def total_tokens(self) -> int:

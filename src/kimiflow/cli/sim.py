@@ -87,9 +87,18 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
     "--answers", "answers", type=click.Path(dir_okay=False, path_type=Path),
     help='Scripted answers, JSONL: {"match": "退货政策", "reply": "七天无理由退货。"} a line (see kimiflow.sim.answers).',
 )
+@click.option(
+    "--batch-hour", "batch_hour", type=click.FloatRange(min=0.0001), default=1.0, show_default=True,
+    help="Batch API clock: real seconds per simulated hour (a 24h batch window lasts 24 x this).",
+)
+@click.option("--batch-lines-per-hour", type=click.IntRange(1), default=36_000, show_default=True,
+              help="Batch lines answered per simulated hour (small values make batches expire).")
+@click.option("--batch-max-lines", type=click.IntRange(1), default=50_000, show_default=True,
+              help="Lines a batch input file may have (more fails validation).")
 def sim(
     host: str, port: int, tier: int | None, latency: str, seed: int, keys: tuple[str, ...], balance: float,
-    fault_rate: dict[str, float], catalog: str, lax: bool, answers: Path | None,
+    fault_rate: dict[str, float], catalog: str, lax: bool, answers: Path | None, batch_hour: float,
+    batch_lines_per_hour: int, batch_max_lines: int,
 ) -> None:
     """Serve the offline Kimi API simulator (OpenAI-compatible, /v1) until Ctrl-C.
 
@@ -101,6 +110,7 @@ def sim(
             tier=tier, latency=latency, seed=seed, keys=keys, balance=balance, fault_rates=fault_rate,
             catalog=catalog, strict_conversations=not lax,
             answers=AnswerScript.load(answers) if answers is not None else None,
+            batch_hour_s=batch_hour, batch_lines_per_hour=batch_lines_per_hour, batch_max_lines=batch_max_lines,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

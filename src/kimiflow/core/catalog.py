@@ -124,3 +124,9 @@ def default_max_tokens(model: str | None) -> int:
 def model_info(model: str) -> ModelInfo | None:
     """The catalog entry for ``model``, or ``None`` for a model kimiflow does not know."""
     return MODELS.get(model)
+
+
+BATCH_MODELS: tuple[str, ...] = ("kimi-k2.6", "kimi-k2.5")
+"""The models Kimi's Batch API accepts (docs/kimi-api.md §7.5; a third-party list adds kimi-k2.7-code [UNCONFIRMED])."""
+BATCH_DISCOUNT = 0.4
+"""Batch API requests cost 40 % less than real-time calls (docs/kimi-api.md §7.5, §8)."""

@@ -16,6 +16,7 @@ Every exception kimiflow raises on purpose derives from ``KimiflowError``::
     ├── ClientClosedError                the client was closed, or an AsyncKimi used from another loop
     ├── PartialJSONError (ValueError)    streamed JSON that can never become a document (core.partial_json)
     ├── BatchStoreError                  a batch result cannot be made durable (disk full, journal locked)
+    ├── RemoteBatchError                 a Batch API batch (``--remote``) failed Kimi's validation; nothing ran
     ├── JournalError                     a batch journal cannot be used as asked
     │   ├── JournalMismatchError         another input file or other parameters than the batch began with
     │   ├── JournalStateError            a move the journal's state machine does not allow

@@ -25,6 +25,9 @@ Choices where the reference leaves room (all deliberate, all tested):
 - Scripted answers (``SimConfig(answers=...)``, ``kimiflow sim --answers FILE``) pin replies per
   request in JSONL; grammar in ``kimiflow.sim.answers``. A fault header on the request overrides a scripted fault.
 - Stalls wait in real time (they exist to trip a client's real idle timeout), at most 300 s.
+- Batch API (``/v1/batches``, ``kimiflow.sim.batches``): a compressed clock (``batch_hour_s`` real
+  seconds per simulated hour, ``kimiflow sim --batch-hour``); lines answered by the chat engine at
+  the 40 % discount; failed validation, expiry, cancellation and partial error files on purpose.
 
 Faults (``SimConfig(fault_rates=...)``, ``kimiflow sim --fault-rate``, or per request the header
 ``X-Kimiflow-Sim-Fault: NAME[;times=N;key=K;after=M;...]``, grammar in ``kimiflow.sim.faults``):

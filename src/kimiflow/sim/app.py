@@ -3,7 +3,7 @@
 Built on aiohttp's low-level ``web.Server`` (no router, no middlewares) so that the simulator is
 never the bottleneck of a benchmark: one dict lookup routes a request. What is served lives
 elsewhere, one concept per module: ``http`` (headers, responses, broken answers), ``auth``,
-``faults``, ``chat``, ``account`` (models, balance, tokens), ``file_endpoints``, ``state``.
+``faults``, ``chat``, ``account`` (models, balance, tokens), ``file_endpoints``, ``batches``, ``state``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kimiflow.core.errors import KimiflowError
 from kimiflow.sim import errors
 from kimiflow.sim.account import MODEL_PATH_PREFIX, balance_info, estimate_tokens, list_models, retrieve_model
 from kimiflow.sim.auth import authenticate
+from kimiflow.sim.batches import BATCHES_PATH, batch_action, create_batch, list_batches, parse_batch_path
 from kimiflow.sim.chat import handle_chat
 from kimiflow.sim.config import SimConfig
 from kimiflow.sim.errors import SimError
@@ -40,6 +41,8 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("GET", "/v1/users/me/balance"): balance_info,
     ("POST", "/v1/files"): upload_file,
     ("GET", "/v1/files"): list_files,
+    ("POST", BATCHES_PATH): create_batch,
+    ("GET", BATCHES_PATH): list_batches,
 }
 _ROUTED_PATHS = frozenset(path for _, path in ROUTES)
 
@@ -152,7 +155,8 @@ class Simulator:
         if handler is None and request.method == "GET" and path.startswith(MODEL_PATH_PREFIX):
             handler = retrieve_model
         file_path = parse_file_path(request) if handler is None else None
-        if handler is None and file_path is None:
+        batch_path = parse_batch_path(request) if handler is None and file_path is None else None
+        if handler is None and file_path is None and batch_path is None:
             if path in _ROUTED_PATHS:
                 raise errors.method_not_allowed(request.method, path)
             raise errors.not_found_path(path)
@@ -173,6 +177,8 @@ class Simulator:
                 raise error
         if handler is not None:
             return await handler(self.state, request, key, fault)
+        if batch_path is not None:
+            return await batch_action(self.state, request, *batch_path, fault)
         assert file_path is not None
         return await file_action(self.state, request, *file_path, fault)
 

@@ -99,6 +99,29 @@ def _message(plan: ChoicePlan, reasoning_model: bool) -> dict[str, Any]:
     return message
 
 
+def completion_payload(req: ChatRequest, plans: list[ChoicePlan]) -> dict[str, Any]:
+    """The non-streaming ``chat.completion`` object for planned choices (the Batch API's line bodies too)."""
+    return {
+        "id": "chatcmpl-" + os.urandom(12).hex(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model.id,
+        "choices": [
+            {"index": p.index, "message": _message(p, req.model.reasoning), "finish_reason": p.finish_reason}
+            for p in plans
+        ],
+        "usage": usage_dict(req.prompt_tokens, plans, req.model.reasoning, req.cached_tokens),
+    }
+
+
+def answer_cost(req: ChatRequest, plans: list[ChoicePlan]) -> float:
+    """CNY one answer costs at real-time prices: tokens (cache hits at their rate) plus web-search fees."""
+    completion_tokens = sum(plan.completion_tokens for plan in plans)
+    cost = cost_cny(req.model.id, req.prompt_tokens, completion_tokens, req.cached_tokens or 0)
+    searches = web_search_calls([call.name for plan in plans for call in plan.tool_calls])
+    return cost + WEB_SEARCH_FEE_CNY * searches
+
+
 def _choice_usage(req: ChatRequest, plan: ChoicePlan) -> dict[str, Any]:
     return usage_dict(req.prompt_tokens, [plan], req.model.reasoning, req.cached_tokens)
 
@@ -170,9 +193,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
             completion_tokens = sum(plan.completion_tokens for plan in plans)
             stats.prompt_tokens += req.prompt_tokens
             stats.completion_tokens += completion_tokens
-            cost = cost_cny(req.model.id, req.prompt_tokens, completion_tokens, req.cached_tokens or 0)
-            searches = web_search_calls([call.name for plan in plans for call in plan.tool_calls])
-            cost += WEB_SEARCH_FEE_CNY * searches
+            cost = answer_cost(req, plans)
             stats.cost_cny += cost
             sim.charge(cost)
         return resp
@@ -189,18 +210,7 @@ async def _respond(
     delay = ttft + per_token * total_tokens + (fault.interval if fault and fault.name == "trickle" else 0.0)
     if delay > 0:
         await sim.config.sleep(delay)
-    payload = {
-        "id": "chatcmpl-" + os.urandom(12).hex(),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": req.model.id,
-        "choices": [
-            {"index": p.index, "message": _message(p, req.model.reasoning), "finish_reason": p.finish_reason}
-            for p in plans
-        ],
-        "usage": usage_dict(req.prompt_tokens, plans, req.model.reasoning, req.cached_tokens),
-    }
-    body = _encode(payload)
+    body = _encode(completion_payload(req, plans))
     if fault is not None and fault.name == "malformed":
         return json_response(200, body[: len(body) // 2], request), False
     if fault is not None and fault.name in ("cut", "stall"):

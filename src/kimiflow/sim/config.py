@@ -138,6 +138,13 @@ class SimConfig:
     answers: ScriptedAnswers | None = None
     """Scripted answers, e.g. ``AnswerScript.load("answers.jsonl")`` (``kimiflow.sim.answers``);
     ``None``: every answer is generated."""
+    batch_hour_s: float = 1.0
+    """Batch API time compression: real seconds one simulated hour takes (1.0: a 24h window ends after
+    24 s; 0.01 for tests). Batch timestamps are simulated epoch seconds (``kimiflow.sim.batches``)."""
+    batch_lines_per_hour: int = 36_000
+    """Batch lines the simulator answers per simulated hour; a small value makes a batch expire."""
+    batch_max_lines: int = 50_000
+    """Lines per batch input file (Kimi publishes none; OpenAI's limit) [UNCONFIRMED]."""
 
     def __post_init__(self) -> None:
         if self.tier is not None and self.tier not in TIERS:
@@ -165,6 +172,10 @@ class SimConfig:
             raise InvalidArgumentError("max_file_bytes and max_files must be positive")
         if self.default_max_tokens is not None and self.default_max_tokens <= 0:
             raise InvalidArgumentError("default_max_tokens must be positive")
+        if not self.batch_hour_s > 0:
+            raise InvalidArgumentError(f"batch_hour_s must be positive seconds, got {self.batch_hour_s!r}")
+        if self.batch_lines_per_hour < 1 or self.batch_max_lines < 1:
+            raise InvalidArgumentError("batch_lines_per_hour and batch_max_lines must be at least 1")
         if self.catalog not in ("full", "online"):
             raise InvalidArgumentError(f"catalog must be 'full' or 'online', got {self.catalog!r}")
         if self.answers is not None and not isinstance(self.answers, ScriptedAnswers):

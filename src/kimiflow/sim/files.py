@@ -19,6 +19,8 @@ import msgspec
 from kimiflow.sim import errors
 
 PURPOSES = ("file-extract", "image", "video", "batch")
+RAW_PURPOSES = ("batch", "batch_output")
+"""Purposes whose content is the file itself: uploaded batch input, and the output/error files of a batch."""
 
 _FILE_TYPES = {
     ".txt": "text/plain",
@@ -148,6 +150,11 @@ class FileStore:
             raise errors.bad_request("File size is zero, please confirm and re-upload the file")
         if len(data) > self.max_bytes:
             raise self.too_large()
+        if purpose == "batch" and not filename.lower().endswith(".jsonl"):
+            raise errors.invalid_request(
+                f"a batch file must be JSONL named *.jsonl, got {filename!r}: one request per line, "
+                '{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}'
+            )
         if len(self._files) >= self.max_files:
             raise errors.bad_request(
                 f"The number of files you have uploaded exceeded the max file count {self.max_files}, "
@@ -157,6 +164,14 @@ class FileStore:
         text, file_type, title = extracted if extracted is not None else (None, "application/octet-stream", "")
         file_id = "cl" + "".join(_ID_ALPHABET[b % 32] for b in os.urandom(18))
         stored = StoredFile(file_id, filename, purpose, len(data), int(time.time()), text, file_type, title)
+        self._files[file_id] = stored
+        return stored
+
+    def add_generated(self, filename: str, data: bytes, purpose: str) -> StoredFile:
+        """A file the simulator writes itself (a batch's output or error file): no purpose or count check."""
+        file_id = "cl" + "".join(_ID_ALPHABET[b % 32] for b in os.urandom(18))
+        stored = StoredFile(file_id, filename, purpose, len(data), int(time.time()), data.decode("utf-8"),
+                            "application/jsonl", "")
         self._files[file_id] = stored
         return stored
 
@@ -179,6 +194,11 @@ class FileStore:
     def content(self, file_id: str) -> bytes:
         """Kimi's extracted-content JSON string for a ``file-extract`` upload."""
         stored = self.get(file_id)
+        if stored.purpose in RAW_PURPOSES:
+            # Batch input, output and error files come back as they are (JSONL), not as extracted text.
+            if stored.text is None:
+                raise errors.SimError(500, "server_error", "Failed to read file: not UTF-8 text")
+            return stored.text.encode("utf-8")
         if stored.purpose != "file-extract":
             raise errors.invalid_request(
                 f"file {file_id} has purpose '{stored.purpose}'; only 'file-extract' files have content"

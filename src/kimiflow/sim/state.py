@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 from kimiflow.core.tiers import tier_limits
+from kimiflow.sim.batch_book import BatchBook
 from kimiflow.sim.cache import PrefixCache
 from kimiflow.sim.config import SimConfig
 from kimiflow.sim.files import FileStore
@@ -36,6 +37,7 @@ class SimState:
         self._latency_rng = random.Random(f"kimiflow-sim-latency-{config.seed}")
         self._balance = float(config.balance)
         self.prefix_cache = PrefixCache()
+        self.batches = BatchBook(config)
 
     @property
     def balance(self) -> float:

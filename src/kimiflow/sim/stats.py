@@ -27,6 +27,8 @@ class SimStats:
     resets: int = 0
     in_flight: int = 0
     files_uploaded: int = 0
+    batches_created: int = 0
+    batch_lines: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The counters as JSON-ready data (status codes become string keys)."""
@@ -44,4 +46,6 @@ class SimStats:
             "resets": self.resets,
             "in_flight": self.in_flight,
             "files_uploaded": self.files_uploaded,
+            "batches_created": self.batches_created,
+            "batch_lines": self.batch_lines,
         }
