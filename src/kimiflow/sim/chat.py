@@ -134,7 +134,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     body = decode_json_object(await read_body(request))
     req = validate_chat_request(body, sim.config)
     script = sim.config.answers
-    answer = find_answer(script, req, body) if script is not None else None
+    answer = find_answer(script, req, body, sim.answer_uses) if script is not None else None
     if answer is not None:
         scripted = scripted_fault(answer, fault, key, sim.quoted_rpm())
         if scripted is not None and scripted is not fault:

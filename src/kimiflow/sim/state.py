@@ -36,6 +36,8 @@ class SimState:
         self._latency_rng = random.Random(f"kimiflow-sim-latency-{config.seed}")
         self._balance = float(config.balance)
         self.prefix_cache = PrefixCache()
+        self.answer_uses: dict[int, int] = {}
+        """How many requests each scripted-answers line (by index) has answered: its turn in ``replies``."""
 
     @property
     def balance(self) -> float:
@@ -45,6 +47,12 @@ class SimState:
     def charge(self, cost: float) -> None:
         """Deduct ``cost`` CNY from the balance."""
         self._balance -= cost
+
+    def reset_answers(self) -> int:
+        """Start every scripted-answers line from its first reply again; how many lines had answered."""
+        lines = len(self.answer_uses)
+        self.answer_uses.clear()
+        return lines
 
     def quoted_rpm(self) -> int:
         """The RPM a rate-limit message quotes: the tier's, or tier 5's when no tier is set."""
