@@ -7,6 +7,14 @@ depend on how fast this client is), and the simulator's RSS before and after.
 
     .venv/bin/python bench/bench_sim.py                 # defaults: < 2 minutes on 2 cores
     .venv/bin/python bench/bench_sim.py --requests 20000 --streams 10
+    .venv/bin/python bench/bench_sim.py --against 956b6fb   # today's tree vs that revision, one run
+
+``--against REV`` extracts REV's ``src/`` into a temporary directory (``git archive``), starts its
+simulator beside today's (both on the same core, same Python and dependencies, ``PYTHONPATH``
+pointing at the old tree, checked before measuring), and runs the phases interleaved in rounds
+(ABBA order, so drift on a shared machine hits both alike). It prints each round and the median
+ratio today / REV of the simulator's CPU time per request and per chunk (above 1: today is slower)
+and of the measured rates.
 
 Targets (issue #2): >= 2,000 non-streaming req/s and >= 100,000 stream chunks/s on one core;
 RSS flat over 100,000 requests.
@@ -19,16 +27,22 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 
 BODY = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "用一句话介绍 Kimi API。"}]}
 TIME_LIMIT_S = 100.0  # the whole run stays under two minutes whatever the counts
+AGAINST_TIME_LIMIT_S = 300.0  # --against: both trees, every round, under five minutes
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -51,9 +65,19 @@ class SimProcess:
         return float("nan")
 
 
-def start_sim() -> SimProcess:
+def start_sim(src: Path | None = None) -> SimProcess:
+    """``kimiflow sim`` in its own process: today's tree, or the one extracted under ``src``."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+        check = subprocess.run([sys.executable, "-c", "import kimiflow; print(kimiflow.__file__)"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        loaded = check.stdout.strip()
+        if check.returncode != 0 or not loaded.startswith(str(src)):
+            raise SystemExit(f"the old tree under {src} does not import as kimiflow (got {loaded!r}): "
+                             f"{check.stderr.strip()[-300:]}")
     cmd = [sys.executable, "-c", "from kimiflow.cli.main import main; main()", "sim", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     assert proc.stdout is not None
     base_url = key = None
     deadline = time.monotonic() + 30
@@ -139,6 +163,95 @@ async def streaming(sim: SimProcess, streams: int, tokens: int, concurrency: int
     return events, elapsed
 
 
+def stop_sim(sim: SimProcess) -> None:
+    sim.proc.send_signal(signal.SIGINT)
+    try:
+        sim.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        sim.proc.kill()
+        sim.proc.wait(10)
+    if sim.proc.stdout is not None:
+        sim.proc.stdout.close()
+
+
+def extract_tree(rev: str, into: Path) -> str:
+    """REV's ``src/`` under ``into`` (``git archive``, no checkout, no worktree left behind); REV's short hash."""
+    resolved = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--short", f"{rev}^{{commit}}"],
+                              capture_output=True, text=True)
+    if resolved.returncode != 0:
+        raise SystemExit(f"--against {rev!r} is not a commit of {REPO}; give a hash or ref from `git log -- src/kimiflow/sim`")
+    short = resolved.stdout.strip()
+    archive = subprocess.Popen(["git", "-C", str(REPO), "archive", short, "src"], stdout=subprocess.PIPE)
+    untar = subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, capture_output=True)
+    assert archive.stdout is not None
+    archive.stdout.close()
+    if archive.wait() != 0 or untar.returncode != 0:
+        raise SystemExit(f"could not extract src/ of {short}: {untar.stderr.decode(errors='replace')[-300:]}")
+    return short
+
+
+@dataclass
+class Round:
+    cpu_per_request: float
+    requests_per_s: float
+    cpu_per_chunk: float
+    chunks_per_s: float
+
+
+async def one_round(sim: SimProcess, args: argparse.Namespace, deadline: float) -> Round:
+    cpu0 = sim.cpu_seconds()
+    done, elapsed = await non_streaming(sim, args.requests, args.concurrency, deadline)
+    cpu_request = (sim.cpu_seconds() - cpu0) / max(done, 1)
+    cpu0 = sim.cpu_seconds()
+    events, stream_elapsed = await streaming(sim, args.streams, args.stream_tokens, args.stream_concurrency, deadline)
+    cpu_chunk = (sim.cpu_seconds() - cpu0) / max(events, 1)
+    return Round(cpu_request, done / elapsed, cpu_chunk, events / stream_elapsed)
+
+
+async def run_against(args: argparse.Namespace) -> None:
+    """Today's simulator and REV's, interleaved round by round; the median ratios today / REV."""
+    deadline = time.monotonic() + AGAINST_TIME_LIMIT_S
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sim-against-"))
+    sims: dict[str, SimProcess] = {}
+    try:
+        short = extract_tree(args.against, tmp)
+        sims["today"] = start_sim()
+        sims[short] = start_sim(tmp / "src")
+        for label, sim in sims.items():
+            await non_streaming(sim, min(3000, args.requests), args.concurrency, deadline)  # warm-up
+            print(f"{label:>8}: simulator pid {sim.proc.pid} at {sim.base_url}, RSS {sim.rss_mb():.1f} MB after warm-up")
+        results: dict[str, list[Round]] = {label: [] for label in sims}
+        order = list(sims)
+        for number in range(args.rounds):
+            for label in order if number % 2 == 0 else reversed(order):
+                if time.monotonic() > deadline:
+                    break
+                r = await one_round(sims[label], args, deadline)
+                results[label].append(r)
+                print(f"round {number + 1} {label:>8}: {r.cpu_per_request * 1e6:6.0f} µs CPU/request "
+                      f"({r.requests_per_s:,.0f} req/s), {r.cpu_per_chunk * 1e6:5.2f} µs CPU/chunk "
+                      f"({r.chunks_per_s:,.0f} chunks/s)")
+        pairs = list(zip(results["today"], results[short], strict=False))
+        if not pairs:
+            raise SystemExit("the time limit ended the run before one full round")
+
+        def ratio(field: str) -> float:
+            return statistics.median(getattr(a, field) / getattr(b, field) for a, b in pairs)
+
+        print(f"\nmedian of {len(pairs)} rounds, today / {short} (model {BODY['model']}, "
+              f"{args.requests} requests and {args.streams}x{args.stream_tokens} chunks per round):")
+        print(f"  sim CPU per request  {ratio('cpu_per_request'):.3f}   (above 1: today costs more)")
+        print(f"  sim CPU per chunk    {ratio('cpu_per_chunk'):.3f}")
+        print(f"  requests/s measured  {ratio('requests_per_s'):.3f}   (below 1: today is slower)")
+        print(f"  chunks/s measured    {ratio('chunks_per_s'):.3f}")
+        if time.monotonic() > deadline:
+            print("note: the time limit cut the rounds short; the figures cover what ran")
+    finally:
+        for sim in sims.values():
+            stop_sim(sim)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 async def run(args: argparse.Namespace) -> None:
     sim = start_sim()
     deadline = time.monotonic() + TIME_LIMIT_S
@@ -167,25 +280,31 @@ async def run(args: argparse.Namespace) -> None:
         if time.monotonic() > deadline:
             print("note: the time limit cut a phase short; the figures cover what ran")
     finally:
-        sim.proc.send_signal(signal.SIGINT)
-        try:
-            sim.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.proc.kill()
+        stop_sim(sim)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=100_000, help="non-streaming requests (default 100,000)")
+    parser.add_argument("--requests", type=int, help="non-streaming requests (default 100,000; --against: 20,000 a round)")
     parser.add_argument("--concurrency", type=int, default=64, help="non-streaming requests in flight")
-    parser.add_argument("--streams", type=int, default=40, help="streams to run")
+    parser.add_argument("--streams", type=int, default=40, help="streams to run (--against: per round and tree)")
     parser.add_argument("--stream-tokens", type=int, default=20_000, help="chunks per stream")
     parser.add_argument("--stream-concurrency", type=int, default=4, help="streams in flight")
+    parser.add_argument("--against", metavar="REV", help="compare with the simulator of git revision REV, interleaved")
+    parser.add_argument("--rounds", type=int, default=6, help="--against: rounds per tree (default 6)")
+    parser.add_argument("--model", default=BODY["model"], help=f"model of every request (default {BODY['model']})")
     args = parser.parse_args()
-    for name in ("requests", "concurrency", "streams", "stream_tokens", "stream_concurrency"):
+    against = args.against is not None
+    if args.requests is None:
+        args.requests = 20_000 if against else 100_000  # --against: six rounds of both trees in the time limit
+    for name in ("requests", "concurrency", "streams", "stream_tokens", "stream_concurrency", "rounds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
-    asyncio.run(run(args))
+    BODY["model"] = args.model
+    if against:
+        asyncio.run(run_against(args))
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":

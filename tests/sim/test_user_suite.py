@@ -21,7 +21,7 @@ def test_users_suite_passes_with_both_clients(tmp_path: Path) -> None:
     proc = _start("--port", "0", "--seed", "11", "--answers", str(project / "answers.jsonl"))
     try:
         base_url, key, banner = _read_banner(proc)
-        assert any("Scripted answers: 5 from" in line for line in banner), banner
+        assert any("Scripted answers: 6 from" in line for line in banner), banner
         env = {**os.environ, "MOONSHOT_BASE_URL": base_url, "MOONSHOT_API_KEY": key}
         env.pop("PYTEST_ADDOPTS", None)
         result = subprocess.run(
@@ -35,7 +35,7 @@ def test_users_suite_passes_with_both_clients(tmp_path: Path) -> None:
             if pipe is not None:
                 pipe.close()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "12 passed" in result.stdout, result.stdout
+    assert "14 passed" in result.stdout, result.stdout
 
 
 def test_sim_refuses_a_bad_answers_file_in_one_line(tmp_path: Path) -> None:

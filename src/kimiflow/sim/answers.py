@@ -32,6 +32,31 @@ Reply (at least one of ``reply``, ``tool_calls``, ``error``, ``fault``):
 - ``fault``: a fault as in the ``X-Kimiflow-Sim-Fault`` header, e.g. ``"cut;after=3"`` or
   ``"500"``; a fault header on the request itself takes precedence.
 
+Replies in turn (``replies``) and a bound (``times``):
+
+- ``replies``: a list answered in turn, one item per request the line matches: the first matching
+  request gets ``replies[0]``, the next ``replies[1]``, and after the last the last one repeats.
+  Each item is a reply text or an object with the reply keys above, e.g. "first a tool call, then a
+  final answer"::
+
+      {"match": "天气", "replies": [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "北京"}}]},
+                                   "北京今天晴，25°C。"]}
+
+  ``replies`` replaces the reply keys on its line (give one or the other).
+- ``times``: the line answers at most this many matching requests; after that it no longer
+  matches, so the next matching line (or generated text) is the fallback. "Fail twice then
+  succeed"::
+
+      {"match": "退货", "error": {"status": 500, "type": "server_error", "message": "scripted"}, "times": 2}
+      {"match": "退货", "reply": "七天无理由退货。"}
+
+  With ``replies``, ``times`` must be at least the number of replies (the last repeats until then).
+
+Turns are counted per simulator across all keys and connections, in the order requests arrive
+(a request counts when it matches, whatever it is then answered with). ``POST /_sim/answers/reset``
+(or ``SimState.reset_answers()``) starts every line from its first reply again, e.g. before each
+test of a suite that shares one ``kimiflow sim``.
+
 ``comment`` is ignored; a line holding only a comment is skipped. Token counts come from the simulator's estimator, so usage, ``max_tokens``
 (truncation with ``finish_reason: "length"``), ``stop``, billing and rate limits treat a scripted
 reply like a generated one, and a stream sends it in about one chunk per token; the
@@ -44,25 +69,31 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from aiohttp import web
 
 from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.core.tokens import estimate_text_tokens
+from kimiflow.sim import errors
 from kimiflow.sim.completion import ChoicePlan, ToolCallPlan
 from kimiflow.sim.config import FAULT_NAMES, ScriptedAnswers
 from kimiflow.sim.errors import SimError
 from kimiflow.sim.faults import FAULT_HEADER, Fault, status_fault_error
+from kimiflow.sim.http import json_response
+from kimiflow.sim.state import SimState
 from kimiflow.sim.textgen import cut_at_stop
 from kimiflow.sim.validation import ChatRequest
 
 CONDITION_KEYS = ("match", "regex", "model", "match_system", "request")
 REPLY_KEYS = ("reply", "reasoning", "tool_calls", "error", "fault")
-_KNOWN_KEYS = frozenset((*CONDITION_KEYS, *REPLY_KEYS, "comment"))
+_KNOWN_KEYS = frozenset((*CONDITION_KEYS, *REPLY_KEYS, "replies", "times", "comment"))
+_STEP_KEYS = frozenset((*REPLY_KEYS, "comment"))
+RESET_PATH = "/_sim/answers/reset"
 _ARG_FRAGMENT_CHARS = 8
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _encode = msgspec.json.Encoder().encode
@@ -82,32 +113,14 @@ class ScriptedToolCall:
 
 
 @dataclass(frozen=True)
-class ScriptedAnswer:
-    """One line of a script: its conditions and its reply."""
+class ScriptedReply:
+    """What one scripted turn answers: text, reasoning and tool calls, or an error, with a fault."""
 
-    line: int
-    match: str | None = None
-    regex: re.Pattern[str] | None = None
-    model: str | None = None
-    match_system: str | None = None
-    request: Mapping[str, Any] | None = None
     reply: str | None = None
     reasoning: str | None = None
     tool_calls: tuple[ScriptedToolCall, ...] = ()
     error: SimError | None = None
     fault: Fault | None = None
-
-    def matches(self, req: ChatRequest, body: Mapping[str, Any], user_text: str, system_text: str) -> bool:
-        """Whether every condition of this line holds for the request."""
-        if self.model is not None and req.model.id != self.model:
-            return False
-        if self.match is not None and self.match not in user_text:
-            return False
-        if self.match_system is not None and self.match_system not in system_text:
-            return False
-        if self.regex is not None and self.regex.search(user_text) is None:
-            return False
-        return self.request is None or _is_subset(self.request, body)
 
     def plans(self, req: ChatRequest) -> list[ChoicePlan]:
         """The ``n`` choices this answer gives ``req``, cut by ``max_tokens`` and ``stop`` like generated text."""
@@ -140,6 +153,36 @@ class ScriptedAnswer:
             else:
                 plan.finish_reason = "length"
         return plan
+
+
+@dataclass(frozen=True)
+class ScriptedAnswer:
+    """One line of a script: its conditions, its replies in turn and how many requests it answers."""
+
+    line: int
+    replies: tuple[ScriptedReply, ...]
+    match: str | None = None
+    regex: re.Pattern[str] | None = None
+    model: str | None = None
+    match_system: str | None = None
+    request: Mapping[str, Any] | None = None
+    times: int | None = None
+
+    def matches(self, req: ChatRequest, body: Mapping[str, Any], user_text: str, system_text: str) -> bool:
+        """Whether every condition of this line holds for the request."""
+        if self.model is not None and req.model.id != self.model:
+            return False
+        if self.match is not None and self.match not in user_text:
+            return False
+        if self.match_system is not None and self.match_system not in system_text:
+            return False
+        if self.regex is not None and self.regex.search(user_text) is None:
+            return False
+        return self.request is None or _is_subset(self.request, body)
+
+    def turn(self, used: int) -> ScriptedReply:
+        """The reply for the line's ``used + 1``-th matching request: in turn, then the last one again."""
+        return self.replies[min(used, len(self.replies) - 1)]
 
 
 def _is_subset(pattern: Any, value: Any) -> bool:
@@ -246,17 +289,25 @@ class AnswerScript:
         """Build a script from already-parsed objects (numbered from 1 in error messages)."""
         return cls([parse_answer(record, i, source) for i, record in enumerate(records, start=1)], source)
 
-    def find(self, req: ChatRequest, body: Mapping[str, Any]) -> ScriptedAnswer | None:
-        """The first answer whose conditions hold for this validated request and its raw body."""
+    def find(self, req: ChatRequest, body: Mapping[str, Any], used: MutableMapping[int, int]) -> ScriptedReply | None:
+        """The reply of the first line whose conditions hold for this request and its raw body.
+
+        ``used`` counts the requests each line (by index) has answered, for ``replies`` and
+        ``times``; the caller owns it (one per simulator) and this call advances it.
+        """
         user_text = ""
         for message in reversed(req.messages):
             if message.get("role") == "user":
                 user_text = _message_text(message)
                 break
         system_text = "\n".join(_message_text(m) for m in req.messages if m.get("role") == "system")
-        for answer in self.answers:
+        for index, answer in enumerate(self.answers):
+            count = used.get(index, 0)
+            if answer.times is not None and count >= answer.times:
+                continue
             if answer.matches(req, body, user_text, system_text):
-                return answer
+                used[index] = count + 1
+                return answer.turn(count)
         return None
 
 
@@ -335,7 +386,8 @@ def _parse_fault(value: Any, source: str, line: int) -> Fault:
         problem = exc.message.removeprefix("Invalid request: ").replace(f"in {FAULT_HEADER}", 'in "fault"')
         raise _fail(source, line, problem) from None
     if fault.times is not None:
-        raise _fail(source, line, '"fault" in a script applies to every matching request; drop "times"')
+        raise _fail(source, line, '"fault" in a script applies to every request its line answers; drop "times" '
+                                  'from the fault and bound the line with "times": N instead')
     return fault
 
 
@@ -350,12 +402,8 @@ def parse_answer(record: Any, line: int, source: str = "<answers>") -> ScriptedA
     if not any(record.get(key) is not None for key in CONDITION_KEYS):
         raise _fail(source, line, f"give at least one condition ({', '.join(CONDITION_KEYS)}); "
                                   '"match": "" answers every request')
-    if not any(record.get(key) is not None for key in ("reply", "tool_calls", "error", "fault")):
-        raise _fail(source, line, 'give what to answer: "reply", "tool_calls", "error" or "fault"')
-    if record.get("error") is not None and any(
-        record.get(key) is not None for key in ("reply", "reasoning", "tool_calls", "fault")
-    ):
-        raise _fail(source, line, '"error" answers alone; move reply, reasoning, tool_calls or fault to another line')
+    replies = _parse_replies(record, source, line)
+    times = _parse_times(record.get("times"), len(replies), source, line)
     pattern = _string_field(record, "regex", source, line)
     regex = None
     if pattern is not None:
@@ -367,33 +415,99 @@ def parse_answer(record: Any, line: int, source: str = "<answers>") -> ScriptedA
     if request is not None and not isinstance(request, dict):
         raise _fail(source, line, '"request" must be an object matched against the request body, '
                                   'e.g. {"temperature": 0.3}')
-    tool_calls = record.get("tool_calls")
-    error = record.get("error")
-    fault = record.get("fault")
     return ScriptedAnswer(
         line=line,
+        replies=replies,
         match=_string_field(record, "match", source, line),
         regex=regex,
         model=_string_field(record, "model", source, line),
         match_system=_string_field(record, "match_system", source, line),
         request=request,
-        reply=_string_field(record, "reply", source, line),
-        reasoning=_string_field(record, "reasoning", source, line),
-        tool_calls=_parse_tool_calls(tool_calls, source, line) if tool_calls is not None else (),
-        error=_parse_error(error, source, line) if error is not None else None,
-        fault=_parse_fault(fault, source, line) if fault is not None else None,
+        times=times,
     )
 
 
-def find_answer(script: ScriptedAnswers, req: ChatRequest, body: Mapping[str, Any]) -> ScriptedAnswer | None:
-    """The answer ``script`` gives this request, or ``None`` (generated text)."""
-    found = script.find(req, body)
-    if found is None or isinstance(found, ScriptedAnswer):
+def _parse_replies(record: Mapping[str, Any], source: str, line: int) -> tuple[ScriptedReply, ...]:
+    """The line's replies in turn: its ``replies`` list, or the one reply its own keys give."""
+    steps = record.get("replies")
+    if steps is None:
+        return (_parse_reply(record, source, line, ""),)
+    given = [key for key in REPLY_KEYS if record.get(key) is not None]
+    if given:
+        raise _fail(source, line, f'give either "replies" or "{given[0]}" on a line, not both; '
+                                  f'put "{given[0]}" inside one of the replies')
+    example = '"replies": [{"tool_calls": [{"name": "get_weather"}]}, "晴，25°C。"]'
+    if not isinstance(steps, list) or not steps:
+        raise _fail(source, line, f'"replies" must be a non-empty list of reply texts or objects, e.g. {example}')
+    parsed = []
+    for i, step in enumerate(steps):
+        where = f"replies[{i}]"
+        if isinstance(step, str):
+            parsed.append(ScriptedReply(reply=step))
+            continue
+        if not isinstance(step, dict):
+            raise _fail(source, line, f"{where} must be a reply text or an object with "
+                                      f"{', '.join(REPLY_KEYS)}, got {type(step).__name__}")
+        unknown = sorted(set(step) - _STEP_KEYS)
+        if unknown:
+            hint = " (conditions and times belong to the line, not to one reply)" if unknown[0] in _KNOWN_KEYS else ""
+            raise _fail(source, line, f"{where} has unknown key {unknown[0]!r}{hint}; "
+                                      f"a reply takes {', '.join(REPLY_KEYS)}")
+        parsed.append(_parse_reply(step, source, line, f"{where}: "))
+    return tuple(parsed)
+
+
+def _parse_reply(record: Mapping[str, Any], source: str, line: int, where: str) -> ScriptedReply:
+    """One reply (a line's own reply keys, or one item of its ``replies``), validated."""
+    if not any(record.get(key) is not None for key in ("reply", "tool_calls", "error", "fault")):
+        raise _fail(source, line, f'{where}give what to answer: "reply", "tool_calls", "error" or "fault"'
+                                  + ("" if where else ', or "replies" in turn'))
+    if record.get("error") is not None and any(
+        record.get(key) is not None for key in ("reply", "reasoning", "tool_calls", "fault")
+    ):
+        fix = "to another reply" if where else "to another line"
+        raise _fail(source, line, f'{where}"error" answers alone; move reply, reasoning, tool_calls or fault {fix}')
+    try:
+        tool_calls = record.get("tool_calls")
+        error = record.get("error")
+        fault = record.get("fault")
+        return ScriptedReply(
+            reply=_string_field(record, "reply", source, line),
+            reasoning=_string_field(record, "reasoning", source, line),
+            tool_calls=_parse_tool_calls(tool_calls, source, line) if tool_calls is not None else (),
+            error=_parse_error(error, source, line) if error is not None else None,
+            fault=_parse_fault(fault, source, line) if fault is not None else None,
+        )
+    except AnswerScriptError as exc:
+        if not where:
+            raise
+        prefix = f"{source} line {line}: "
+        raise AnswerScriptError(prefix + where + str(exc).removeprefix(prefix)) from None
+
+
+def _parse_times(value: Any, replies: int, source: str, line: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(source, line, f'"times" must be a whole number of requests, 1 or more, got {value!r}; '
+                                  'drop it to answer every matching request')
+    if value < replies:
+        raise _fail(source, line, f'"times" is {value} but the line has {replies} replies, so the last '
+                                  f"{replies - value} would never be sent; raise times to {replies} or drop those replies")
+    return value
+
+
+def find_answer(
+    script: ScriptedAnswers, req: ChatRequest, body: Mapping[str, Any], used: MutableMapping[int, int]
+) -> ScriptedReply | None:
+    """The reply ``script`` gives this request (advancing ``used``), or ``None`` (generated text)."""
+    found = script.find(req, body, used)
+    if found is None or isinstance(found, ScriptedReply):
         return found
-    raise TypeError(f"{type(script).__name__}.find must return a ScriptedAnswer or None, got {type(found).__name__}")
+    raise TypeError(f"{type(script).__name__}.find must return a ScriptedReply or None, got {type(found).__name__}")
 
 
-def scripted_fault(answer: ScriptedAnswer, fault: Fault | None, key: str, quoted_rpm: int) -> Fault | None:
+def scripted_fault(answer: ScriptedReply, fault: Fault | None, key: str, quoted_rpm: int) -> Fault | None:
     """The fault a request gets once ``answer`` matched it: the header's first, else the script's.
 
     Raises the answer's scripted error, or the error a scripted status fault answers with.
@@ -406,3 +520,11 @@ def scripted_fault(answer: ScriptedAnswer, fault: Fault | None, key: str, quoted
     if error is not None:
         raise error
     return answer.fault
+
+
+def reset_answers(state: SimState, request: web.BaseRequest) -> web.Response:
+    """``POST /_sim/answers/reset``: every line starts again from its first reply and its full ``times``."""
+    if request.method != "POST":
+        raise errors.method_not_allowed(request.method, RESET_PATH)
+    lines = state.reset_answers()
+    return json_response(200, _encode({"reset": True, "lines_restarted": lines}), request)

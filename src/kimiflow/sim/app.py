@@ -19,6 +19,7 @@ from aiohttp import web
 from kimiflow.core.errors import KimiflowError
 from kimiflow.sim import errors
 from kimiflow.sim.account import MODEL_PATH_PREFIX, balance_info, estimate_tokens, list_models, retrieve_model
+from kimiflow.sim.answers import RESET_PATH, reset_answers
 from kimiflow.sim.auth import authenticate
 from kimiflow.sim.batches import BATCHES_PATH, batch_action, create_batch, list_batches, parse_batch_path
 from kimiflow.sim.chat import handle_chat
@@ -150,6 +151,8 @@ class Simulator:
         path = request.path
         if path == STATS_PATH:
             return json_response(200, _encode(self.stats.to_dict()), request)
+        if path == RESET_PATH:
+            return reset_answers(self.state, request)
         key = authenticate(request, self._keys)
         handler = ROUTES.get((request.method, path))
         if handler is None and request.method == "GET" and path.startswith(MODEL_PATH_PREFIX):

@@ -8,7 +8,6 @@ byte of a stream is written; the balance is charged only for a completed answer.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import time
 from collections.abc import Iterator
@@ -157,7 +156,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     body = decode_json_object(await read_body(request))
     req = validate_chat_request(body, sim.config)
     script = sim.config.answers
-    answer = find_answer(script, req, body) if script is not None else None
+    answer = find_answer(script, req, body, sim.answer_uses) if script is not None else None
     if answer is not None:
         scripted = scripted_fault(answer, fault, key, sim.quoted_rpm())
         if scripted is not None and scripted is not fault:
@@ -169,7 +168,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     forced = _forced_tokens(request)
     search_tokens = web_search_result_tokens(req.messages)
     if search_tokens:
-        req = dataclasses.replace(req, prompt_tokens=req.prompt_tokens + search_tokens)
+        req = req.with_counts(prompt_tokens=req.prompt_tokens + search_tokens)
     if fault is not None and fault.name == "echo-key" and not req.stream:
         raise echoed_key_error(request.headers.get("Authorization", ""))
     if sim.balance <= 0:
@@ -177,7 +176,7 @@ async def handle_chat(sim: SimState, request: web.BaseRequest, key: str, fault: 
     admitted_tokens = admission_tokens(req.prompt_tokens, req.max_tokens, req.model.id, sim.config.default_max_tokens)
     sim.limiter.admit(key, admitted_tokens)
     if caches_automatically(req.model):
-        req = dataclasses.replace(req, cached_tokens=sim.prefix_cache.lookup_and_store(key, req.model.id, req.messages))
+        req = req.with_counts(cached_tokens=sim.prefix_cache.lookup_and_store(key, req.model.id, req.messages))
     stats = sim.stats
     stats.in_flight += 1
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,7 +95,7 @@ class ScriptedAnswers(Protocol):
 
     def __len__(self) -> int: ...
 
-    def find(self, req: Any, body: Mapping[str, Any]) -> Any: ...
+    def find(self, req: Any, body: Mapping[str, Any], used: MutableMapping[int, int]) -> Any: ...
 
 
 def _default_sleep(seconds: float) -> Awaitable[None]:

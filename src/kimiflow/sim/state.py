@@ -38,6 +38,8 @@ class SimState:
         self._balance = float(config.balance)
         self.prefix_cache = PrefixCache()
         self.batches = BatchBook(config)
+        self.answer_uses: dict[int, int] = {}
+        """How many requests each scripted-answers line (by index) has answered: its turn in ``replies``."""
 
     @property
     def balance(self) -> float:
@@ -47,6 +49,12 @@ class SimState:
     def charge(self, cost: float) -> None:
         """Deduct ``cost`` CNY from the balance."""
         self._balance -= cost
+
+    def reset_answers(self) -> int:
+        """Start every scripted-answers line from its first reply again; how many lines had answered."""
+        lines = len(self.answer_uses)
+        self.answer_uses.clear()
+        return lines
 
     def quoted_rpm(self) -> int:
         """The RPM a rate-limit message quotes: the tier's, or tier 5's when no tier is set."""

@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -33,6 +34,13 @@ def client(request: pytest.FixtureRequest) -> Any:
     if request.param == "kimiflow":
         return kimiflow.Kimi(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
     return openai.OpenAI(api_key=API_KEY, base_url=BASE_URL, max_retries=0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_script() -> None:
+    """Every test starts each scripted line from its first reply (the simulator is shared)."""
+    root = BASE_URL.rsplit("/v1", 1)[0]
+    assert httpx.post(f"{root}/_sim/answers/reset").status_code == 200
 
 
 def ask(client: Any, text: str, **params: Any) -> Any:
@@ -82,3 +90,8 @@ def test_human_handoff_is_refused(client: Any) -> None:
 def test_unscripted_question_still_gets_an_answer(client: Any) -> None:
     text = ask(client, "给我讲讲杭州").choices[0].message.content
     assert text and text != "七天无理由退货。"
+
+
+def test_stock_query_survives_two_outages(client: Any) -> None:
+    retrying = client.with_options(max_retries=2)
+    assert ask(retrying, "库存还有吗").choices[0].message.content == "还有 3 件。"
