@@ -133,3 +133,22 @@ def test_batch_options_check_the_schema(schema: object, message: str) -> None:
         BatchOptions(schema=schema)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="max_validation_retries"):
         BatchOptions(schema=SCHEMA, max_validation_retries=-1)
+
+
+def test_resuming_with_another_schema_is_refused(tmp_path: Path, schema_file: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", _lines(4))
+    out = tmp_path / "out.jsonl"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**SCHEMA, "required": ["category"]}), encoding="utf-8")
+    with sim_command() as root:
+        env = env_for(root)
+        crashed = subprocess.run(_command(src, out, schema_file), env={**env, "KIMIFLOW_BATCH_CRASH_AT":
+                                 "after-output-write:2"}, capture_output=True, text=True, timeout=60)
+        assert crashed.returncode == -9, crashed.stderr
+        served = stats(root)["chat_completions"]
+        changed = subprocess.run(_command(src, out, other), env=env, capture_output=True, text=True, timeout=30)
+        assert stats(root)["chat_completions"] == served  # refused before sending
+        resumed = subprocess.run(_command(src, out, schema_file), env=env, capture_output=True, text=True, timeout=30)
+    assert changed.returncode != 0 and "parameters differ" in changed.stderr and "schema" in changed.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["custom_id"] for r in read_jsonl(out)) == [f"t{i}" for i in range(4)]

@@ -167,7 +167,8 @@ async def run_batch(
     limiter: Limiter = opts.limiter or RateLimiter(opts.rate_limits, clock=opts.clock, sleep=opts.sleep)
 
     store = BatchStore.open(
-        paths, fingerprint=scan.fingerprint, params={**defaults.as_params(), "skip_invalid": opts.skip_invalid},
+        paths, fingerprint=scan.fingerprint, params={**defaults.as_params(), "skip_invalid": opts.skip_invalid,
+                                                     **_schema_params(opts)},
         requests=lambda: ((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
                                                                        skip_lines=scan.bad_lines)),
         retry_failed=opts.retry_failed,
@@ -586,6 +587,14 @@ def _record_success(run: _Run, request: BatchRequest, resp: ChatCompletion, atte
     ))
     run.state.stats.succeeded += 1
     run.progress.advance(ok=True, tokens=usage.total_tokens if usage else 0, cost_cny=cost)
+
+
+def _schema_params(options: BatchOptions) -> dict[str, Any]:
+    """What a resume must keep, with a schema: its lines are all validated alike. Absent without one, so
+    journals begun before ``schema=`` existed still resume."""
+    if options.schema is None:
+        return {}
+    return {"schema": options.schema, "max_validation_retries": options.max_validation_retries}
 
 
 def _parse_loop(options: BatchOptions, body: dict[str, Any]) -> ParseLoop:
