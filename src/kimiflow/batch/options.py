@@ -19,6 +19,7 @@ from typing import Any
 
 from kimiflow.batch.inputs import InputDefaults
 from kimiflow.core.errors import InvalidArgumentError
+from kimiflow.core.loops import DEFAULT_MAX_VALIDATION_RETRIES
 from kimiflow.core.retry import RetryPolicy
 from kimiflow.limits import Limiter, RateLimits
 
@@ -65,6 +66,12 @@ class BatchOptions:
     timeout: float | None = None
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    schema: dict[str, Any] | None = None
+    """A JSON Schema every answer must match (``kimiflow batch --schema``): each line is asked with
+    ``parse()``'s re-ask loop and its output line carries the validated object as ``parsed``. Checked
+    against Kimi's dialect (MFJS) when the options are built, before anything is sent."""
+    max_validation_retries: int = DEFAULT_MAX_VALIDATION_RETRIES
+    """With ``schema``: re-asks after an invalid answer, inside the line's one journal entry."""
     tier_defaulted: bool | None = None
     """Whether the limits are tier 0's only because none were chosen (the run then says how long it
     will take at that pace). ``None``: worked out from the other fields."""
@@ -88,6 +95,12 @@ class BatchOptions:
                                        f"({self.backoff_initial})")
         if self.heartbeat_seconds <= 0:
             raise InvalidArgumentError(f"heartbeat_seconds= must be positive, got {self.heartbeat_seconds!r}")
+        if self.schema is not None:
+            _check_schema(self.schema)
+        if isinstance(self.max_validation_retries, bool) or not isinstance(self.max_validation_retries, int) \
+                or self.max_validation_retries < 0:
+            raise InvalidArgumentError(f"max_validation_retries= must be a whole number of at least 0, got "
+                                       f"{self.max_validation_retries!r}")
         if self.timeout is not None and self.timeout <= 0:
             raise InvalidArgumentError(f"timeout= must be positive seconds, got {self.timeout!r}")
         given = [name for name in ("limiter", "limits") if getattr(self, name) is not None]
@@ -141,3 +154,16 @@ class BatchOptions:
 def _positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise InvalidArgumentError(f"{name}= must be a whole number of at least 1, got {value!r}")
+
+
+def _check_schema(schema: object) -> None:
+    """``schema=`` must be a JSON Schema object Kimi can take once normalised (path and rule otherwise)."""
+    if not isinstance(schema, dict):
+        raise InvalidArgumentError(f"schema= must be a JSON Schema object (a dict such as {{\"type\": \"object\", "
+                                   f"...}}), got {type(schema).__name__}")
+    if schema.get("type") != "object":
+        raise InvalidArgumentError("schema= must describe a JSON object (\"type\": \"object\" at the root): Kimi's "
+                                   "structured answers are objects; wrap other values in an object with one property")
+    from kimiflow.core.schema import to_mfjs  # the normaliser is heavy: loaded only for a schema
+
+    to_mfjs(schema)  # InvalidSchemaError (an InvalidArgumentError) with the path and the rule

@@ -56,6 +56,9 @@ from kimiflow.core.errors import (
 from kimiflow.core.pricing import usage_cost_cny
 from kimiflow.core.retry import RetryPolicy, is_retryable
 from kimiflow.limits import Limiter, RateLimiter, RequestTooLargeError, request_charge
+from kimiflow.parse_loop import ParseLoop
+from kimiflow.structured import AnswerValidationError, StructuredAnswerError, redacted_message
+from kimiflow.types.parsed import ParsedChatCompletion
 
 if TYPE_CHECKING:
     from kimiflow.client import AsyncKimi
@@ -164,7 +167,8 @@ async def run_batch(
     limiter: Limiter = opts.limiter or RateLimiter(opts.rate_limits, clock=opts.clock, sleep=opts.sleep)
 
     store = BatchStore.open(
-        paths, fingerprint=scan.fingerprint, params={**defaults.as_params(), "skip_invalid": opts.skip_invalid},
+        paths, fingerprint=scan.fingerprint, params={**defaults.as_params(), "skip_invalid": opts.skip_invalid,
+                                                     **_schema_params(opts)},
         requests=lambda: ((r.custom_id, r.line) for r in iter_requests(paths.input, defaults,
                                                                        skip_lines=scan.bad_lines)),
         retry_failed=opts.retry_failed,
@@ -441,86 +445,109 @@ async def _process(run: _Run, request: BatchRequest) -> None:
     cid = request.custom_id
     state = run.state
     state.stats.sent += 1
-    charge = request_charge(request.body)
+    # With a schema, parse()'s sans-I/O loop supplies each body (the line, then its re-asks) and judges
+    # each answer; every attempt stays inside this one journal entry.
+    parse = _parse_loop(run.options, request.body) if run.options.schema is not None else None
+    bodies = parse.bodies() if parse is not None else iter([request.body])
+    body = next(bodies)
     attempts = 0  # HTTP attempts, whatever their outcome
     transient_failures = 0  # counted against max_attempts
     rate_limited = 0
     latency = 0.0
     finished = False
     resp: ChatCompletion | None = None
+    parsed: ParsedChatCompletion[Any] | None = None
     try:
-        while resp is None:
-            delay = 0.0
+        while True:
+            charge = request_charge(body)
+            while resp is None:
+                delay = 0.0
+                try:
+                    lease = await run.limiter.acquire(charge)
+                except RequestTooLargeError as exc:
+                    # Never sent: the journal records a failure only for a sent request, so mark it first.
+                    run.store.mark_sent(cid)
+                    _fail(run, request, exc, attempts, latency)
+                    finished = True
+                    return
+                try:
+                    if run.stop.is_set():
+                        return
+                    # Recorded at each send, not when the worker picked the request up: a resume seeds its
+                    # request window from these times, and a wait in the limiter is not a send.
+                    run.store.mark_sent(cid)
+                    attempts += 1
+                    state.stats.attempts += 1
+                    sent_at = run.options.clock()
+                    task = asyncio.current_task()
+                    if task is not None:
+                        state.sending.add(task)
+                    try:
+                        resp = await _send(run.client, body)
+                    except QuotaExceededError as exc:
+                        _request_stop(run, *stops.quota_exhausted(exc))
+                        return
+                    except (AuthenticationError, PermissionDeniedError) as exc:
+                        # The same key fails every request alike: stop instead of failing the whole input.
+                        _request_stop(run, *stops.access_denied(exc, run.base_url))
+                        return
+                    except RateLimitError as exc:
+                        latency = (run.options.clock() - sent_at) * 1000
+                        _server_answered(run)
+                        state.stats.rate_limited += 1
+                        rate_limited += 1
+                        await run.limiter.report_rate_limited(exc.retry_after)
+                        if rate_limited > MAX_RATE_LIMITED_RETRIES:
+                            _fail(run, request, exc, attempts, latency)
+                            finished = True
+                            return
+                        # With a retry-after the limiter pauses everyone; without one, back off too.
+                        delay = 0.0 if exc.retry_after is not None else run.policy.backoff(rate_limited, run.rng)
+                    except (APIStatusError, APIConnectionError, MalformedResponseError) as exc:
+                        latency = (run.options.clock() - sent_at) * 1000
+                        if not isinstance(exc, APIConnectionError):
+                            _server_answered(run)
+                        transient_failures += 1
+                        # Rate limits and quota were handled above, so the core's table decides the rest.
+                        if not is_retryable(exc) or transient_failures > run.policy.max_retries:
+                            if isinstance(exc, APIConnectionError) and _cannot_connect(exc):
+                                _unreachable(run, request, exc, attempts, latency)
+                            else:
+                                _fail(run, request, exc, attempts, latency)
+                            finished = True
+                            return
+                        delay = run.policy.backoff(transient_failures, run.rng)
+                    else:
+                        latency = (run.options.clock() - sent_at) * 1000
+                        await run.limiter.settle(lease, resp.usage)
+                        _server_answered(run)
+                    finally:
+                        if task is not None:
+                            state.sending.discard(task)
+                finally:
+                    await run.limiter.release(lease)
+                if resp is None:
+                    if delay > 0:
+                        await run.options.sleep(delay)
+                    if run.stop.is_set():
+                        return
+            if parse is None:
+                break
             try:
-                lease = await run.limiter.acquire(charge)
-            except RequestTooLargeError as exc:
-                # Never sent: the journal records a failure only for a sent request, so mark it first.
-                run.store.mark_sent(cid)
-                _fail(run, request, exc, attempts, latency)
+                parsed = parse.feed(resp)
+            except StructuredAnswerError as exc:  # truncated: a larger max_tokens fixes it, a re-ask does not
+                _fail_structured(run, request, exc, attempts, latency)
                 finished = True
                 return
-            try:
-                if run.stop.is_set():
-                    return
-                # Recorded at each send, not when the worker picked the request up: a resume seeds its
-                # request window from these times, and a wait in the limiter is not a send.
-                run.store.mark_sent(cid)
-                attempts += 1
-                state.stats.attempts += 1
-                sent_at = run.options.clock()
-                task = asyncio.current_task()
-                if task is not None:
-                    state.sending.add(task)
-                try:
-                    resp = await _send(run.client, request.body)
-                except QuotaExceededError as exc:
-                    _request_stop(run, *stops.quota_exhausted(exc))
-                    return
-                except (AuthenticationError, PermissionDeniedError) as exc:
-                    # The same key fails every request alike: stop instead of failing the whole input.
-                    _request_stop(run, *stops.access_denied(exc, run.base_url))
-                    return
-                except RateLimitError as exc:
-                    latency = (run.options.clock() - sent_at) * 1000
-                    _server_answered(run)
-                    state.stats.rate_limited += 1
-                    rate_limited += 1
-                    await run.limiter.report_rate_limited(exc.retry_after)
-                    if rate_limited > MAX_RATE_LIMITED_RETRIES:
-                        _fail(run, request, exc, attempts, latency)
-                        finished = True
-                        return
-                    # With a retry-after the limiter pauses everyone; without one, back off too.
-                    delay = 0.0 if exc.retry_after is not None else run.policy.backoff(rate_limited, run.rng)
-                except (APIStatusError, APIConnectionError, MalformedResponseError) as exc:
-                    latency = (run.options.clock() - sent_at) * 1000
-                    if not isinstance(exc, APIConnectionError):
-                        _server_answered(run)
-                    transient_failures += 1
-                    # Rate limits and quota were handled above, so the core's table decides the rest.
-                    if not is_retryable(exc) or transient_failures > run.policy.max_retries:
-                        if isinstance(exc, APIConnectionError) and _cannot_connect(exc):
-                            _unreachable(run, request, exc, attempts, latency)
-                        else:
-                            _fail(run, request, exc, attempts, latency)
-                        finished = True
-                        return
-                    delay = run.policy.backoff(transient_failures, run.rng)
-                else:
-                    latency = (run.options.clock() - sent_at) * 1000
-                    await run.limiter.settle(lease, resp.usage)
-                    _server_answered(run)
-                finally:
-                    if task is not None:
-                        state.sending.discard(task)
-            finally:
-                await run.limiter.release(lease)
-            if resp is None:
-                if delay > 0:
-                    await run.options.sleep(delay)
-                if run.stop.is_set():
-                    return
-        _record_success(run, request, resp, attempts, latency)
+            if parsed is not None:
+                break
+            next_body = next(bodies, None)
+            if next_body is None:
+                _fail_structured(run, request, parse.failure(), attempts, latency)
+                finished = True
+                return
+            body, resp, transient_failures, rate_limited = next_body, None, 0, 0
+        _record_success(run, request, resp, attempts, latency, parse=parse, parsed=parsed)
         finished = True
     finally:
         if not finished:
@@ -534,11 +561,23 @@ async def _send(client: AsyncKimi, body: dict[str, Any]) -> ChatCompletion:
     return await client.chat.completions.create(model=body["model"], messages=body["messages"], extra_body=params)
 
 
-def _record_success(run: _Run, request: BatchRequest, resp: ChatCompletion, attempts: int, latency: float) -> None:
-    usage = resp.usage
-    cost = usage_cost_cny(resp.model or str(request.body.get("model", "")), usage)
-    record = success_record(request.custom_id, 200, resp.request_id, resp.to_dict(), attempts=attempts,
+def _record_success(run: _Run, request: BatchRequest, resp: ChatCompletion, attempts: int, latency: float, *,
+                    parse: ParseLoop | None = None, parsed: ParsedChatCompletion[Any] | None = None) -> None:
+    model = str(request.body.get("model", ""))
+    body = resp.to_dict()
+    if parse is None:
+        usage = resp.usage
+        cost = usage_cost_cny(resp.model or model, usage)
+    else:
+        # Every attempt is billed: the line's usage and cost are summed over its re-asks.
+        usage = parse.usage
+        cost = sum(usage_cost_cny(c.model or model, c.usage) for c in parse.completions)
+        body["usage"] = usage.to_dict()
+    record = success_record(request.custom_id, 200, resp.request_id, body, attempts=attempts,
                             latency_ms=latency, cost_cny=cost)
+    if parse is not None and parsed is not None:
+        record["parsed"] = parsed.choices[0].message.parsed
+        record["validation_attempts"] = len(parse.completions)
     run.store.record_success(record, DoneStats(
         attempts=attempts,
         prompt_tokens=usage.prompt_tokens if usage else 0,
@@ -548,6 +587,39 @@ def _record_success(run: _Run, request: BatchRequest, resp: ChatCompletion, atte
     ))
     run.state.stats.succeeded += 1
     run.progress.advance(ok=True, tokens=usage.total_tokens if usage else 0, cost_cny=cost)
+
+
+def _schema_params(options: BatchOptions) -> dict[str, Any]:
+    """What a resume must keep, with a schema: its lines are all validated alike. Absent without one, so
+    journals begun before ``schema=`` existed still resume."""
+    if options.schema is None:
+        return {}
+    return {"schema": options.schema, "max_validation_retries": options.max_validation_retries}
+
+
+def _parse_loop(options: BatchOptions, body: dict[str, Any]) -> ParseLoop:
+    """parse()'s re-ask loop for one line: its messages, its other parameters kept as they are."""
+    params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+    return ParseLoop(str(body.get("model", "")), body["messages"], options.schema, params=params,
+                     max_validation_retries=options.max_validation_retries)
+
+
+def _fail_structured(run: _Run, request: BatchRequest, exc: StructuredAnswerError, attempts: int,
+                     latency: float) -> None:
+    """An answer that never matched the schema (or was cut off): the errors file gets the errors by JSON path."""
+    model = str(request.body.get("model", ""))
+    cost = sum(usage_cost_cny(c.model or model, c.usage) for c in exc.completions)
+    usage = exc.usage
+    record = failure_record(request.custom_id, str(exc), code=type(exc).__name__, attempts=attempts,
+                            latency_ms=latency)
+    errors = exc.errors if isinstance(exc, AnswerValidationError) else []
+    record["validation_errors"] = [{"path": e.path, "message": redacted_message(e.message)} for e in errors]
+    record["validation_attempts"] = len(exc.completions)
+    record["usage"] = usage.to_dict() if usage is not None else None
+    record["cost_cny"] = round(cost, 8)
+    run.store.record_failure(record, attempts)
+    run.state.stats.failed += 1
+    run.progress.advance(ok=False, tokens=usage.total_tokens if usage else 0, cost_cny=cost)
 
 
 def _release(run: _Run, custom_id: str) -> None:

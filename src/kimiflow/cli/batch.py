@@ -20,7 +20,7 @@ FLAGS = {
     "api_key": "--api-key", "concurrency": "--concurrency", "errors": "--errors", "grace_seconds": "--grace",
     "max_attempts": "--max-attempts", "max_tokens": "--max-tokens", "model": "--model", "output": "-o",
     "retry_failed": "--retry-failed", "rpm": "--rpm", "skip_invalid": "--skip-invalid", "system": "--system",
-    "tier": "--tier", "timeout": "--timeout", "tpd": "--tpd", "tpm": "--tpm",
+    "tier": "--tier", "timeout": "--timeout", "tpd": "--tpd", "tpm": "--tpm", "schema": "--schema",
     "completion_window": "--completion-window", "poll_interval": "--poll-interval",
 }
 """The library's parameter names (as its messages write them, ``name=``) and the flags they are here."""
@@ -136,12 +136,14 @@ def _resume_command(ctx: click.Context) -> str:
               help="With --remote: seconds between status checks of the batch.")
 @click.option("--completion-window", default="24h", show_default=True,
               help="With --remote: how long Kimi may take, 12h to 7d (e.g. 24h, 3d).")
+@click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Every answer must match this JSON Schema file: re-asked if invalid, validated object in \"parsed\".")
 def batch(
     input_path: Path, output: Path, errors: Path | None, tier: int | None, concurrency: int | None,
     rpm: int | None, tpm: int | None, tpd: int | None, limits_url: str | None, model: str | None,
     max_tokens: int | None, system: str | None, max_attempts: int, retry_failed: bool, skip_invalid: bool, timeout: float | None,
     grace: float, base_url: str | None, api_key: str | None, quiet: bool, remote: bool, poll_interval: float,
-    completion_window: str,
+    completion_window: str, schema_file: str | None,
 ) -> None:
     """Run a JSONL file of chat requests at the account's limits; re-run the same command to resume.
 
@@ -182,6 +184,12 @@ def batch(
                                "(or add --tier N to take the rest from that tier)")
     if remote and limits_url is not None:
         raise click.UsageError("--limits paces requests this machine sends; with --remote Kimi runs them: drop one")
+    if remote and schema_file is not None:
+        raise click.UsageError("--schema re-asks invalid answers, which Kimi's Batch API cannot do: "
+                               "drop --remote, or drop --schema and validate the output yourself")
+    from kimiflow.cli.chat import _load_schema
+
+    schema = _load_schema(schema_file) if schema_file else None
     key = api_key or require_api_key()
     url = base_url or resolve("base_url")
     if url:
@@ -198,7 +206,7 @@ def batch(
             **limits, errors=errors, api_key=key, base_url=url, timeout=timeout, model=model,  # type: ignore[arg-type]
             max_tokens=max_tokens, system=system, max_attempts=max_attempts, retry_failed=retry_failed,
             skip_invalid=skip_invalid, grace_seconds=grace, handle_signals=True,
-            resume_command=_resume_command(click.get_current_context()),
+            resume_command=_resume_command(click.get_current_context()), schema=schema,
         )
         chosen = options.rate_limits
         limits_note = (f"{chosen.concurrency} in flight, {chosen.rpm} RPM, {chosen.tpm} TPM" if tier is None

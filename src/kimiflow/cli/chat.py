@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from kimiflow.cli.inputs import UTF8_TEXT, parse_options, read_piped_stdin
+from kimiflow.core.loops import DEFAULT_MAX_STEPS
 
 if TYPE_CHECKING:
     from kimiflow.cli.conversation import Conversation
@@ -30,10 +31,15 @@ if TYPE_CHECKING:
 @click.option("--no-log", is_flag=True, help="Do not log this exchange (or set KIMIFLOW_NO_LOG=1).")
 @click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False),
               help="Answer as one JSON object validated against this JSON Schema file (re-asked if invalid).")
+@click.option("--tool", "tool_specs", multiple=True, metavar="MODULE:FUNCTION",
+              help="Let Kimi call this Python function (repeatable), e.g. --tool mytools:get_weather.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=DEFAULT_MAX_STEPS, show_default=True,
+              help="With --tool: most completions in one answer before giving up.")
 def chat(
     prompt: str | None, system: str | None, model: str | None, temperature: float | None,
     max_tokens: int | None, options: tuple[str, ...], files: tuple[str, ...], continue_last: bool,
     cid: str | None, no_stream: bool, as_json: bool, show_usage: bool, no_log: bool, schema_file: str | None,
+    tool_specs: tuple[str, ...], max_steps: int,
 ) -> None:
     """Ask Kimi PROMPT and stream the answer; with no PROMPT on a terminal, chat interactively.
 
@@ -56,6 +62,10 @@ def chat(
     if schema is not None and (prompt is None or continue_last or cid):
         raise click.UsageError("--schema answers one PROMPT: give a prompt, without -c/--cid or the interactive chat.")
 
+    if schema is not None and tool_specs:
+        raise click.UsageError("--schema and --tool do not combine yet: use one of them.")
+    tools = [load_tool(spec) for spec in tool_specs]
+
     from kimiflow.cli.connect import open_client, open_log
     from kimiflow.cli.conversation import Conversation
     from kimiflow.cli.settings import resolve
@@ -63,7 +73,7 @@ def chat(
     with open_client() as client:
         store = open_log(no_log)
         convo = Conversation(client, model=model or resolve("model") or "", system=system, params=params,
-                             store=store)
+                             store=store, tools=tools, max_steps=max_steps, on_tool=show_tool_call)
         if continue_last or cid:
             _load_logged(convo, cid, keep_model=model is not None)
         if files:
@@ -80,6 +90,47 @@ def chat(
             run_repl(convo)
         else:
             _ask_once(convo, prompt, stream=not (no_stream or as_json), as_json=as_json, show_usage=show_usage)
+
+
+def load_tool(spec: str) -> Any:
+    """The function named by ``--tool MODULE:FUNCTION`` (the module found on ``sys.path`` or in the cwd)."""
+    import importlib
+    import sys
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise click.BadParameter(f"{spec!r} is not MODULE:FUNCTION; e.g. --tool mytools:get_weather",
+                                 param_hint="--tool")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # a tools.py next to the user is found, as with `python -m`
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise click.BadParameter(f"cannot import module {module_name!r} ({exc}); run from the directory that "
+                                 "holds it or add that directory to PYTHONPATH", param_hint="--tool") from None
+    except Exception as exc:  # the user's module failed while importing
+        raise click.BadParameter(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}",
+                                 param_hint="--tool") from None
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise click.BadParameter(f"module {module_name!r} has no {attr!r}; check the name after the colon",
+                                     param_hint="--tool")
+        target = getattr(target, part)
+    if not callable(target):
+        raise click.BadParameter(f"{spec} is a {type(target).__name__}, not a function; name a function",
+                                 param_hint="--tool")
+    return target
+
+
+def show_tool_call(call: dict[str, Any]) -> None:
+    """One finished tool call, dim on stderr so the answer on stdout stays clean."""
+    result = str(call["result"])
+    if len(result) > 200:
+        result = result[:200] + "…"
+    mark = "->" if call["ok"] else "-> failed:"
+    click.echo(click.style(f"[tool] {call['name']}({call['arguments']}) {mark} {result} "
+                           f"({call['duration_ms']:.0f} ms)", dim=True), err=True)
 
 
 def _load_logged(convo: Conversation, cid: str | None, *, keep_model: bool) -> None:
@@ -103,10 +154,18 @@ def _ask_once(convo: Conversation, prompt: str, *, stream: bool, as_json: bool, 
 
     # Reasoning goes to stderr so a pipe receives the answer alone.
     printer = AnswerPrinter(reasoning_to_stderr=True)
-    reply = convo.send(
-        prompt, stream=stream, on_text=None if as_json else printer.text,
-        on_reasoning=None if as_json else printer.reasoning,
-    )
+    from kimiflow.tool_loop import MaxStepsExceededError
+
+    try:
+        reply = convo.send(
+            prompt, stream=stream, on_text=None if as_json else printer.text,
+            on_reasoning=None if as_json else printer.reasoning,
+        )
+    except MaxStepsExceededError as exc:
+        # Never silent: say where it stopped and how to go on, and fail the command.
+        click.echo(f"Error: no answer: the model still asked for tools after --max-steps {convo.max_steps} "
+                   f"steps ({exc.steps} completions). Raise --max-steps or check the tools.", err=True)
+        raise click.exceptions.Exit(3) from None
     if as_json:
         echo_json(reply.completion.to_dict() if reply.completion is not None else None)
     elif reply.content and not reply.content.endswith("\n"):

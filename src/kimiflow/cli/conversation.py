@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kimiflow.cli.logstore import Exchange, LogStore
+from kimiflow.core.loops import DEFAULT_MAX_STEPS
 from kimiflow.core.pricing import usage_cost_cny
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Reply:
     latency_ms: float
     request_id: str | None
     interrupted: bool = False
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def cancelled(self) -> bool:
@@ -98,6 +100,11 @@ class Conversation:
     history: list[MessageParam] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
     clock: Callable[[], float] = time.perf_counter
+    tools: list[Any] = field(default_factory=list)
+    """Python functions Kimi may call (``kimiflow chat --tool``); the answer then comes from ``run_tools``."""
+    max_steps: int = DEFAULT_MAX_STEPS
+    on_tool: Callable[[dict[str, Any]], None] | None = None
+    """Told about each finished tool call: name, arguments, result, ok, duration_ms."""
 
     def messages_for(self, prompt: str) -> list[MessageParam]:
         """The messages of the next request: system, history, then ``prompt``."""
@@ -132,7 +139,9 @@ class Conversation:
         """
         messages = self.messages_for(prompt)
         started = self.clock()
-        if stream:
+        if self.tools:
+            reply = self._run_tools(messages, started, on_text)
+        elif stream:
             reply = self._stream(messages, started, on_text, on_reasoning)
         else:
             completion = self.client.chat.completions.create(model=self.model, messages=messages, **self.params)
@@ -146,6 +155,37 @@ class Conversation:
             return reply
         self.history += _turn(prompt, reply.content, reply.reasoning)
         self._log(prompt, reply)
+        return reply
+
+    def _run_tools(self, messages: list[MessageParam], started: float, on_text: TextSink | None) -> Reply:
+        """The answer through ``run_tools``: each call timed and reported to ``on_tool`` as it ends.
+
+        Raises ``MaxStepsExceededError`` (nothing logged) when the model still wants tools after ``max_steps``.
+        """
+        from kimiflow.tool_loop import ToolEvent
+
+        calls: list[dict[str, Any]] = []
+        began: dict[str, float] = {}
+
+        def on_event(event: ToolEvent) -> None:
+            key = f"{event.step}:{event.call_id}"
+            if event.kind == "tool_call_started":
+                began[key] = self.clock()
+            elif event.kind == "tool_call_finished":
+                result = event.content or ""
+                call = {"name": event.name, "arguments": event.arguments, "result": result,
+                        "ok": not result.startswith("error: "), "step": event.step,
+                        "duration_ms": round((self.clock() - began.pop(key, self.clock())) * 1000, 1)}
+                calls.append(call)
+                if self.on_tool is not None:
+                    self.on_tool(call)
+
+        run = self.client.chat.completions.run_tools(model=self.model, messages=messages, tools=self.tools,
+                                                     max_steps=self.max_steps, on_event=on_event, **self.params)
+        reply = self._reply(run.final, started, run.final.request_id)
+        reply.usage, reply.cost_cny, reply.tool_calls = run.usage, run.cost_cny, calls
+        if on_text and reply.content:
+            on_text(reply.content)
         return reply
 
     def _stream(
@@ -211,6 +251,7 @@ class Conversation:
                 latency_ms=reply.latency_ms,
                 request_id=reply.request_id,
                 interrupted=reply.interrupted,
+                tool_calls=reply.tool_calls,
             )
         )
 

@@ -77,6 +77,10 @@ def logs(ctx: click.Context, count: int, query: str | None, as_json: bool, show_
         if exchange.system:
             click.echo(f"system: {exchange.system}")
         click.echo(f"> {exchange.prompt}")
+        for call in exchange.tool_calls:
+            outcome = "->" if call.get("ok", True) else "-> failed:"
+            click.echo(f"[tool] {call.get('name')}({call.get('arguments')}) {outcome} {call.get('result')} "
+                       f"({call.get('duration_ms', 0):.0f} ms)")
         click.echo(exchange.answer)
         click.echo()
 

@@ -56,7 +56,12 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX exchanges_conversation ON exchanges(conversation_id, id)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+def _m002_tool_calls(db: sqlite3.Connection) -> None:
+    # `kimiflow chat --tool`: each call of the exchange (name, arguments, result, ok, duration), as JSON.
+    db.execute("ALTER TABLE exchanges ADD COLUMN tool_calls TEXT NOT NULL DEFAULT '[]'")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_tool_calls]
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Exchange:
     latency_ms: float | None = None
     request_id: str | None = None
     interrupted: bool = False
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     id: int | None = None
 
@@ -101,23 +107,25 @@ class Exchange:
             "latency_ms": self.latency_ms,
             "request_id": self.request_id,
             "interrupted": self.interrupted,
+            "tool_calls": self.tool_calls,
         }
 
 
 _COLUMNS = (
     "id, conversation_id, created, model, system, prompt, answer, reasoning, options, prompt_tokens, "
-    "completion_tokens, total_tokens, cost_cny, latency_ms, request_id, interrupted"
+    "completion_tokens, total_tokens, cost_cny, latency_ms, request_id, interrupted, tool_calls"
 )
 
 
 def _row_to_exchange(row: tuple[Any, ...]) -> Exchange:
     (ident, conversation_id, created, model, system, prompt, answer, reasoning, options,
-     prompt_tokens, completion_tokens, total_tokens, cost, latency, request_id, interrupted) = row
+     prompt_tokens, completion_tokens, total_tokens, cost, latency, request_id, interrupted, tool_calls) = row
     return Exchange(
         id=ident, conversation_id=conversation_id, created=created, model=model, system=system,
         prompt=prompt, answer=answer, reasoning=reasoning, options=json.loads(options or "{}"),
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=total_tokens,
         cost_cny=cost, latency_ms=latency, request_id=request_id, interrupted=bool(interrupted),
+        tool_calls=json.loads(tool_calls or "[]"),
     )
 
 
@@ -182,18 +190,19 @@ class LogStore:
     def record(self, exchange: Exchange) -> int:
         """Store one exchange; returns its row id."""
         options = json.dumps(exchange.options, ensure_ascii=False, default=str)
+        tool_calls = json.dumps(exchange.tool_calls, ensure_ascii=False, default=str)
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT INTO exchanges (conversation_id, created, model, system, prompt, answer, reasoning, "
                 "options, prompt_tokens, completion_tokens, total_tokens, cost_cny, latency_ms, request_id, "
-                "interrupted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "interrupted, tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     exchange.conversation_id, exchange.created, exchange.model,
                     self._scrub(exchange.system), self._scrub(exchange.prompt) or "",
                     self._scrub(exchange.answer) or "", self._scrub(exchange.reasoning),
                     self._scrub(options), exchange.prompt_tokens, exchange.completion_tokens,
                     exchange.total_tokens, exchange.cost_cny, exchange.latency_ms, exchange.request_id,
-                    int(exchange.interrupted),
+                    int(exchange.interrupted), self._scrub(tool_calls),
                 ),
             )
             row_id = cursor.lastrowid
