@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from kimiflow.sim.config import LatencyModel
 
 # Tier 0: 1 request in flight, 3 RPM. With 0.3 s per answer, 3 concurrent calls are sure to overlap.
 SLOW = LatencyModel(ttft_s=0.3)
-MSGS = [{"role": "user", "content": "hi"}]
+MSGS: Any = [{"role": "user", "content": "hi"}]
 MODEL = "moonshot-v1-8k"
 
 
@@ -96,7 +97,7 @@ def test_sync_client_streams_are_admitted_too(tier0_sim: Simulator) -> None:
 
 
 def test_a_wrong_limiter_is_refused_clearly() -> None:
-    with pytest.raises(InvalidArgumentError, match="must implement kimiflow.limits.Limiter"):
+    with pytest.raises(InvalidArgumentError, match=r"must implement kimiflow\.limits\.Limiter"):
         AsyncKimi(api_key="sk-test", limiter=object())  # type: ignore[arg-type]
 
 
