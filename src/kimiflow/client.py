@@ -206,6 +206,9 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
 
     ``http_client``: your own ``httpx.Client`` (proxies, mounts, event hooks) carries the traffic; it
     stays yours, and ``close()`` leaves it open.
+
+    ``limiter``: any ``kimiflow.limits.Limiter`` (``RateLimiter`` or ``RedisLimiter``) paces every chat
+    completion (see ``kimiflow.limits.pacing``); its coroutines run on one private loop thread.
     """
 
     def __init__(
@@ -401,7 +404,8 @@ class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
 
     Retries follow ``Kimi``'s rule: an explicit ``max_retries`` wins, else the ``retry_policy``'s own,
     else 2. ``http_client``: your own ``aiohttp.ClientSession`` carries the traffic and stays open
-    after ``close()``.
+    after ``close()``. ``limiter``: any ``kimiflow.limits.Limiter`` paces every chat completion
+    (``kimiflow.limits.pacing``).
     """
 
     def __init__(
