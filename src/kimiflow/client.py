@@ -23,7 +23,7 @@ from kimiflow.core.config import (
     mask_key,
     resolve_config,
 )
-from kimiflow.core.errors import APIError, ConfigError, client_closed_error
+from kimiflow.core.errors import APIError, ConfigError, EngineOverloadedError, RateLimitError, client_closed_error
 from kimiflow.core.options import CallOptions, resolve_retry_policy
 from kimiflow.core.requests import (
     RequestSpec,
@@ -62,6 +62,9 @@ if TYPE_CHECKING:
     import aiohttp
     import httpx
 
+    from kimiflow.limits.interface import Lease, Limiter
+    from kimiflow.limits.pacing import SyncBridge
+
 logger = logging.getLogger("kimiflow")
 T = TypeVar("T")
 TransportT = TypeVar("TransportT", SyncTransportProtocol, AsyncTransportProtocol)
@@ -92,6 +95,26 @@ class _BaseClient(Generic[TransportT]):
         self._clock = clock or time.monotonic
         self._owner = True  # False on with_options() copies, which share the owner's connection pool
         self._closed = False
+
+    def _init_limiter(self, limiter: Limiter | None) -> None:
+        self._limiter: Limiter | None = None
+        if limiter is not None:
+            from kimiflow.limits.pacing import check_limiter
+
+            self._limiter = check_limiter(limiter)
+
+    def _limited_charge(self, spec: RequestSpec[Any]) -> Any:
+        """The charge of ``spec`` when a limiter paces this client and Kimi counts the call, else None."""
+        if self._limiter is None:
+            return None
+        from kimiflow.limits.pacing import charge_of
+
+        return charge_of(spec.path, spec.body)
+
+    @staticmethod
+    def _counts_as_rate_limit(exc: APIError) -> bool:
+        # An overloaded engine is not the account's limit: the limiter is told only of real 429s.
+        return isinstance(exc, RateLimitError) and not isinstance(exc, EngineOverloadedError)
 
     def _apply_config(self, config: ClientConfig) -> None:
         self._config = config
@@ -184,6 +207,9 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
 
     ``http_client``: your own ``httpx.Client`` (proxies, mounts, event hooks) carries the traffic; it
     stays yours, and ``close()`` leaves it open.
+
+    ``limiter``: any ``kimiflow.limits.Limiter`` (``RateLimiter`` or ``RedisLimiter``) paces every chat
+    completion (see ``kimiflow.limits.pacing``); its coroutines run on one private loop thread.
     """
 
     def __init__(
@@ -199,9 +225,16 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], Any] | None = None,
         clock: Callable[[], float] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._init_config(api_key, base_url, timeout, max_retries, default_headers, max_connections,
                           retry_policy, clock)
+        self._init_limiter(limiter)
+        self._bridge: SyncBridge | None = None
+        if self._limiter is not None:
+            from kimiflow.limits.pacing import SyncBridge
+
+            self._bridge = SyncBridge()
         if http_client is not None:
             import httpx  # already loaded: the caller built an httpx.Client
 
@@ -281,6 +314,8 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
 
     def _pause_before_retry(self, retry: RetryState, exc: APIError) -> bool:
         """Sleep as long as the retry rules say and return True, or return False to give up."""
+        if self._bridge is not None and self._limiter is not None and self._counts_as_rate_limit(exc):
+            self._bridge.run(self._limiter.report_rate_limited(getattr(exc, "retry_after", None)))
         delay = retry.next_delay(exc)
         if delay is None:
             return False
@@ -288,11 +323,36 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
         return True
 
     def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
-        return self._send_with_retries(spec, options, self._retry_state(options), False)
+        charge = self._limited_charge(spec)
+        if charge is None:
+            return self._send_with_retries(spec, options, self._retry_state(options), False)
+        lease = self._acquire(charge)
+        try:
+            result = self._send_with_retries(spec, options, self._retry_state(options), False)
+            self._limiter_run("settle", lease, getattr(result, "usage", None))
+            return result
+        finally:
+            self._limiter_run("release", lease)
+
+    def _acquire(self, charge: Any) -> Lease:
+        assert self._bridge is not None and self._limiter is not None
+        return self._bridge.run(self._limiter.acquire(charge))
+
+    def _limiter_run(self, method: str, *args: Any) -> None:
+        assert self._bridge is not None and self._limiter is not None
+        self._bridge.run(getattr(self._limiter, method)(*args))
 
     def _open_stream(self, spec: RequestSpec[ChatCompletionChunk], options: CallOptions) -> Stream[ChatCompletionChunk]:
         retry = self._retry_state(options)
-        response = self._send_with_retries(spec, options, retry, True)
+        charge = self._limited_charge(spec)
+        if charge is None:
+            response = self._send_with_retries(spec, options, retry, True)
+        else:
+            lease = self._acquire(charge)
+            try:
+                response = self._send_with_retries(spec, options, retry, True)
+            finally:
+                self._limiter_run("release", lease)
         state = StreamState(idle_timeout=options.timeouts.stream_idle, deadline=retry.deadline, clock=self._clock,
                             request_id=request_id_of(response.headers), attempts=retry.attempts)
 
@@ -325,6 +385,8 @@ class Kimi(_BaseClient[SyncTransportProtocol]):
         self._closed = True
         if self._transport is not None and self._owner:
             self._transport.close()
+        if self._bridge is not None and self._owner:
+            self._bridge.close()
 
     def __enter__(self) -> Kimi:
         return self
@@ -344,7 +406,8 @@ class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
 
     Retries follow ``Kimi``'s rule: an explicit ``max_retries`` wins, else the ``retry_policy``'s own,
     else 2. ``http_client``: your own ``aiohttp.ClientSession`` carries the traffic and stays open
-    after ``close()``.
+    after ``close()``. ``limiter``: any ``kimiflow.limits.Limiter`` paces every chat completion
+    (``kimiflow.limits.pacing``).
     """
 
     def __init__(
@@ -360,9 +423,11 @@ class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
         retry_policy: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[Any]] | None = None,
         clock: Callable[[], float] | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         self._init_config(api_key, base_url, timeout, max_retries, default_headers, max_connections,
                           retry_policy, clock)
+        self._init_limiter(limiter)
         if http_client is not None:
             import aiohttp  # already loaded: the caller built a ClientSession
 
@@ -437,6 +502,8 @@ class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
                     raise retry.tag(exc) from None
 
     async def _pause_before_retry(self, retry: RetryState, exc: APIError) -> bool:
+        if self._limiter is not None and self._counts_as_rate_limit(exc):
+            await self._limiter.report_rate_limited(getattr(exc, "retry_after", None))
         delay = retry.next_delay(exc)
         if delay is None:
             return False
@@ -444,12 +511,30 @@ class AsyncKimi(_BaseClient[AsyncTransportProtocol]):
         return True
 
     async def _call(self, spec: RequestSpec[T], options: CallOptions) -> T:
-        return await self._send_with_retries(spec, options, self._retry_state(options), False)
+        charge = self._limited_charge(spec)
+        if charge is None or self._limiter is None:
+            return await self._send_with_retries(spec, options, self._retry_state(options), False)
+        limiter = self._limiter
+        lease = await limiter.acquire(charge)
+        try:
+            result = await self._send_with_retries(spec, options, self._retry_state(options), False)
+            await limiter.settle(lease, getattr(result, "usage", None))
+            return result
+        finally:
+            await limiter.release(lease)
 
     async def _open_stream(self, spec: RequestSpec[ChatCompletionChunk],
                            options: CallOptions) -> AsyncStream[ChatCompletionChunk]:
         retry = self._retry_state(options)
-        response = await self._send_with_retries(spec, options, retry, True)
+        charge = self._limited_charge(spec)
+        if charge is None or self._limiter is None:
+            response = await self._send_with_retries(spec, options, retry, True)
+        else:
+            lease = await self._limiter.acquire(charge)
+            try:
+                response = await self._send_with_retries(spec, options, retry, True)
+            finally:
+                await self._limiter.release(lease)
         state = StreamState(idle_timeout=options.timeouts.stream_idle, deadline=retry.deadline, clock=self._clock,
                             request_id=request_id_of(response.headers), attempts=retry.attempts)
 
