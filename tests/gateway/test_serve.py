@@ -101,23 +101,33 @@ def test_sigterm_lets_a_stream_in_flight_finish(tmp_path: Path, sim_factory: Cal
 
 
 def test_kill_9_under_load_loses_no_answered_row(tmp_path: Path, sim_factory: Callable[..., Simulator]) -> None:
-    """200 concurrent callers; kill -9; restart: every answer a caller received has exactly one row."""
+    """200 concurrent callers; kill -9; restart: every answer a caller received has exactly one row.
+
+    A quarter of the callers get the upstream's quota error (never retried, passed through): an error
+    answer the caller received is an answer too, and must have its row as surely as a 200's.
+    """
     sim = sim_factory(seed=5, latency=LatencyModel(ttft_s=0.02, tokens_per_second=400))
     env, db = _env(sim, tmp_path), tmp_path / "g.sqlite"
     key = _create_key(env, db, "load")
     served = Served(env, db)
     answered: list[str] = []
+    errored: list[str] = []
 
     async def caller(http: aiohttp.ClientSession, n: int, deadline: float) -> None:
         stream = n % 2 == 0
+        headers = {"Authorization": f"Bearer {key}"}
+        if n % 4 == 1:
+            headers[FAULT_HEADER] = "quota"
         while time.monotonic() < deadline:
             try:
                 async with http.post(served.url + "/v1/chat/completions", json={**BODY, "stream": stream},
-                                     headers={"Authorization": f"Bearer {key}"}) as r:
+                                     headers=headers) as r:
                     body = await r.read()
                     complete = body.endswith(b"data: [DONE]\n\n") if stream else b'"usage"' in body
                     if r.status == 200 and complete:
                         answered.append(r.headers[REQUEST_ID_HEADER])
+                    elif r.status != 200 and b"exceeded_current_quota_error" in body:
+                        errored.append(r.headers[REQUEST_ID_HEADER])
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return  # the gateway is gone
 
@@ -146,3 +156,6 @@ def test_kill_9_under_load_loses_no_answered_row(tmp_path: Path, sim_factory: Ca
     assert "status=200 ended=ok" in restarted.log.read_text() or "status=200 ended=ok" in served.log.read_text()
     missing = set(answered) - set(ids)
     assert not missing, f"{len(missing)} of {len(answered)} answered requests have no ledger row"
+    assert len(errored) >= 10, "the quota callers did not get going"
+    missing_errors = set(errored) - set(ids)
+    assert not missing_errors, f"{len(missing_errors)} of {len(errored)} error answers have no ledger row"

@@ -2,7 +2,9 @@
 
 The durability rule: **a request's ledger row is in the journal before the last bytes of its
 answer are released to the caller.** For a JSON answer that is before the body is sent; for a
-stream it is before the chunk that carries ``data: [DONE]`` is forwarded. The journal is an
+stream it is before the chunk that carries ``data: [DONE]`` is forwarded. Every other ending
+(a refusal, a passed-through upstream error, a 502, a caller gone, a shutdown) is journaled the
+same way before its response goes out: an error answer is an answer too. The journal is an
 append-only file beside the database; one ``write()`` of one line per row puts it in the
 operating system's page cache, which a ``kill -9`` of the process cannot lose. So a ``kill -9``
 loses no row of a request whose answer the caller received. (A power cut could lose the last

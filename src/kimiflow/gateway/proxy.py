@@ -106,7 +106,7 @@ def _ledger(gw: Gateway) -> Any:
 
 
 def _rejection_row(gw: Gateway, record: KeyRecord, request_id: str, model: str, status: int) -> None:
-    _ledger(gw).submit(LedgerRow(request_id=request_id, ts=time.time(), key_id=record.id, model=model,
+    _ledger(gw).durable(LedgerRow(request_id=request_id, ts=time.time(), key_id=record.id, model=model,
                                  status=status, ended="rejected"))
 
 
@@ -179,10 +179,10 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
                                                  stream=stream)
         except UpstreamUnavailable as exc:
             gw.metrics.upstream_errors.labels("unavailable").inc()
-            _ledger(gw).submit(call.row(502, "upstream_error", None))
+            _ledger(gw).durable(call.row(502, "upstream_error", None))
             return error_response(502, "server_error", f"{exc}; try again later", headers)
         except asyncio.CancelledError:
-            _ledger(gw).submit(call.row(499, "shutdown" if gw.stopping else "client_gone", None))
+            _ledger(gw).durable(call.row(499, "shutdown" if gw.stopping else "client_gone", None))
             raise
         call.upstream_id = upstream.headers.get("Msh-Request-Id")
         for name in _PASSED_HEADERS:
@@ -217,7 +217,7 @@ async def _pass_error(gw: Gateway, call: ChatCall, upstream: aiohttp.ClientRespo
         from kimiflow.core.retry import retry_after_from
 
         gw.books.on_upstream_rate_limited(retry_after_from(message, dict(upstream.headers)))
-    _ledger(gw).submit(call.row(upstream.status, "upstream_error", None))
+    _ledger(gw).durable(call.row(upstream.status, "upstream_error", None))
     if "Retry-After" in upstream.headers:
         headers["Retry-After"] = upstream.headers["Retry-After"]
     return web.Response(status=upstream.status, body=body, headers=headers,
@@ -230,10 +230,10 @@ async def _relay_json(gw: Gateway, call: ChatCall, upstream: aiohttp.ClientRespo
         body = await upstream.read()
     except (aiohttp.ClientError, asyncio.TimeoutError):
         gw.metrics.upstream_errors.labels("cut").inc()
-        _ledger(gw).submit(call.row(502, "upstream_cut", None))
+        _ledger(gw).durable(call.row(502, "upstream_cut", None))
         return error_response(502, "server_error", "the upstream broke off its answer; try again", headers)
     except asyncio.CancelledError:
-        _ledger(gw).submit(call.row(499, "shutdown" if gw.stopping else "client_gone", None))
+        _ledger(gw).durable(call.row(499, "shutdown" if gw.stopping else "client_gone", None))
         raise
     call.first_byte = time.perf_counter()
     try:
@@ -309,7 +309,7 @@ async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstr
     except asyncio.CancelledError:
         upstream.close()  # the caller is gone (or we are stopping): end the upstream request now
         if not call.row_written:
-            _ledger(gw).submit(call.row(200, "shutdown" if gw.stopping else "client_gone", watch.usage,
+            _ledger(gw).durable(call.row(200, "shutdown" if gw.stopping else "client_gone", watch.usage,
                                         watch.content_events))
         raise
     except asyncio.TimeoutError:
@@ -320,7 +320,7 @@ async def _relay_stream(gw: Gateway, call: ChatCall, request: web.Request, upstr
         gw.metrics.upstream_errors.labels(ended).inc() if ended != "client_gone" else None
         upstream.close()
     if not call.row_written:
-        _ledger(gw).submit(call.row(200, ended, watch.usage, watch.content_events))
+        _ledger(gw).durable(call.row(200, ended, watch.usage, watch.content_events))
     _observe(gw, call)
     if ended != "client_gone":
         try:

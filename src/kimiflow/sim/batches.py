@@ -230,7 +230,7 @@ def _run_line(state: SimState, batch: SimBatch) -> None:
             raise errors.invalid_request("stream is not supported in a batch; remove it")
         req = validate_chat_request(body, state.config)
         script = state.config.answers
-        answer = find_answer(script, req, body) if script is not None else None
+        answer = find_answer(script, req, body, state.answer_uses) if script is not None else None
         fault: Fault | None = None
         if answer is not None:
             fault = scripted_fault(answer, None, batch.key, state.quoted_rpm())
