@@ -135,6 +135,11 @@ def test_ledger_is_partitioned_by_day_and_retention_drops_partitions(postgres_db
     assert store.apply_retention(today=today + timedelta(days=2)) == [
         f"ledger_p{today - timedelta(days=1):%Y%m%d}", f"ledger_p{today - timedelta(days=2):%Y%m%d}"][::-1]
     assert [r.request_id for r in store.ledger_rows()] == ["gw-0"]
+    # Another replica dropped a partition this one had cached: the write recreates it instead of failing.
+    with psycopg.connect(postgres_db, autocommit=True) as db:
+        db.execute(f"DROP TABLE ledger_p{today:%Y%m%d}")
+    assert store.write_ledger([_row("gw-new", "key_a", ts=noon)]) == 1
+    assert [r.request_id for r in store.ledger_rows()] == ["gw-new"]
     with psycopg.connect(postgres_db) as db:
         (kind,) = db.execute("SELECT relkind FROM pg_class WHERE relname = 'ledger'").fetchone() or ("?",)
     assert kind == "p"  # a partitioned table

@@ -318,8 +318,16 @@ class PostgresStore:
                 column.append(value)
         with self._lock:
             self._ensure_partitions(set(columns[0]))
-            with self._db.transaction():
-                result = self._db.execute(_WRITE, columns).fetchone()
+            try:
+                with self._db.transaction():
+                    result = self._db.execute(_WRITE, columns).fetchone()
+            except self._psycopg.errors.CheckViolation:
+                # No partition for a row's day: another replica's retention dropped one this process
+                # had cached. Forget the cache, create what is missing, write again (still idempotent).
+                self._partitions.clear()
+                self._ensure_partitions(set(columns[0]))
+                with self._db.transaction():
+                    result = self._db.execute(_WRITE, columns).fetchone()
             today = datetime.now(timezone.utc).date()
             if self.retention_days is not None and self._retention_checked != today:
                 self._retention_checked = today
