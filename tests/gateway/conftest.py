@@ -1,4 +1,8 @@
-"""Fixtures: a simulator and a gateway in front of it, each on its own loop thread, over loopback."""
+"""Fixtures: a simulator and a gateway in front of it, each on its own loop thread, over loopback.
+
+Every test that builds a gateway (``gateway``, ``gateway_factory``) or asks for ``store_backend``
+runs twice: once on a SQLite file and once on a fresh database of a real PostgreSQL server.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import pytest
 
 from kimiflow.gateway import Gateway, GatewaySettings, UpstreamConfig, serve
 from kimiflow.gateway.manage import create_key, limits_from
+from kimiflow.gateway.store import GatewayStore, open_store
 from kimiflow.sim import SimConfig, Simulator, run_in_thread
 
 T = TypeVar("T")
@@ -57,9 +62,61 @@ class RunningGateway:
         self.run(drained())
 
 
-def start_gateway(settings: GatewaySettings) -> tuple[RunningGateway, Callable[[], None]]:
+class StoreBackend:
+    """Where a test's gateway keeps its data: ``url()`` names a new database (a file or a PostgreSQL DB)."""
+
+    def __init__(self, name: str, directory: Path, postgres_url: str | None) -> None:
+        self.name = name
+        self.directory = directory
+        self.postgres_url = postgres_url
+        self._databases: list[str] = []
+
+    def url(self, stem: str = "gateway") -> str:
+        if self.postgres_url is None:
+            return str(self.directory / f"{stem}.sqlite")
+        from tests.postgres_server import fresh_database
+
+        url, name = fresh_database(self.postgres_url)
+        self._databases.append(name)
+        return url
+
+    def open(self, url: str) -> GatewayStore:
+        return open_store(url)
+
+    @staticmethod
+    def contents(store: GatewayStore) -> bytes:
+        """Every row of a PostgreSQL store's tables as text (a SQLite store is read from its files: b"")."""
+        from kimiflow.gateway.stores.postgres import PostgresStore
+
+        if not isinstance(store, PostgresStore):
+            store._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[attr-defined]
+            return b""
+        with store._lock:
+            tables = [r[0] for r in store._db.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]
+            assert "keys" in tables and "audit" in tables
+            rows = [r[0] for t in tables for r in store._db.execute(f'SELECT t::text FROM "{t}" t').fetchall()]
+        return "\n".join(rows).encode()
+
+    def drop_all(self) -> None:
+        if self.postgres_url is not None:
+            from tests.postgres_server import drop_database
+
+            for name in self._databases:
+                drop_database(self.postgres_url, name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
+    postgres_url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    backend = StoreBackend(request.param, tmp_path, postgres_url)
+    yield backend
+    backend.drop_all()
+
+
+def start_gateway(settings: GatewaySettings, store: GatewayStore | None = None) -> tuple[RunningGateway, Callable[[], None]]:
     loop = asyncio.new_event_loop()
-    gw = Gateway(settings)
+    gw = Gateway(settings, store)
     ready = threading.Event()
     box: dict[str, Any] = {}
 
@@ -113,14 +170,16 @@ def sim(sim_factory: Callable[..., Simulator]) -> Simulator:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+def gateway_factory(tmp_path: Path, store_backend: StoreBackend) -> Iterator[Callable[..., RunningGateway]]:
+    """Build gateways; on the postgres run each gets its own database (the path keeps secret and journal)."""
     stops: list[Callable[[], None]] = []
 
     def make(sim: Simulator, **options: Any) -> RunningGateway:
         db = options.pop("db_path", tmp_path / f"gateway{len(stops)}.sqlite")
         upstream = UpstreamConfig(sim.base_url, sim.api_key, **options.pop("upstream", {}))
         settings = GatewaySettings(upstream, ADMIN_TOKEN, db, **options)
-        running, stop = start_gateway(settings)
+        store = store_backend.open(store_backend.url()) if store_backend.postgres_url is not None else None
+        running, stop = start_gateway(settings, store)
         stops.append(stop)
         return running
 

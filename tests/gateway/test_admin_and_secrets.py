@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from kimiflow.sim import FAULT_HEADER, Simulator
-from tests.gateway.conftest import ADMIN_TOKEN, UPSTREAM_KEY, RunningGateway
+from tests.gateway.conftest import ADMIN_TOKEN, UPSTREAM_KEY, RunningGateway, StoreBackend
 
 BODY: dict[str, Any] = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 30}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -85,7 +85,8 @@ def test_metrics_and_healthz(gateway: RunningGateway) -> None:
 
 
 def test_no_key_leaks_into_responses_logs_database_or_metrics(
-    gateway_factory: Callable[..., RunningGateway], sim: Simulator, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    gateway_factory: Callable[..., RunningGateway], sim: Simulator, caplog: pytest.LogCaptureFixture, tmp_path: Path,
+    store_backend: StoreBackend,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     gateway = gateway_factory(sim, db_path=tmp_path / "leak.sqlite")
@@ -125,9 +126,9 @@ def test_no_key_leaks_into_responses_logs_database_or_metrics(
             assert status == 502 and body["error"]["type"] == "server_error"
 
     asyncio.run(unreachable())
-    gateway.gw.store._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(("leak.sqlite", "dead.sqlite"))
-                      and not p.name.endswith(".secret"))
+    in_database = store_backend.contents(gateway.gw.store) + store_backend.contents(dead.gw.store)
+    stored = in_database + b"".join(p.read_bytes() for p in tmp_path.iterdir()
+                                    if p.name.startswith(("leak.sqlite", "dead.sqlite")) and not p.name.endswith(".secret"))
     logs = caplog.text + repr(gateway.gw.settings) + repr(gateway.gw.settings.upstream)
     for secret in (UPSTREAM_KEY, key, dead_key):
         needle = secret.encode()
@@ -135,6 +136,7 @@ def test_no_key_leaks_into_responses_logs_database_or_metrics(
         assert secret not in logs, f"{secret[:8]}… found in a log line"
         assert needle not in stored, f"{secret[:8]}… found in the database files"
     assert len(seen) > 15 and logs  # the search looked at something
+    assert gateway.record("crm").key_hash.encode() in stored and b"keys.create" in stored  # it read the stored rows
 
 
 def test_structured_access_log_line_per_request(gateway: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:

@@ -50,8 +50,10 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "YYYY-MM-DD" in result.stderr
     result = CliRunner().invoke(cli, ["gateway", "keys", "create", "bad name", "--db", db])
     assert result.exit_code != 0 and "letters, digits" in result.stderr
-    result = CliRunner().invoke(cli, ["gateway", "keys", "list", "--db", "postgresql://x/y"])
-    assert result.exit_code != 0 and "not supported yet" in result.stderr
+    result = CliRunner().invoke(cli, ["gateway", "keys", "list", "--db", "mysql://127.0.0.1/y"])
+    assert result.exit_code != 0 and "mysql://... is not supported" in result.stderr
+    result = CliRunner().invoke(cli, ["gateway", "keys", "list", "--db", "postgresql://nobody@127.0.0.1:1/y"])
+    assert result.exit_code != 0 and "cannot connect to the gateway database" in result.stderr
 
 
 def test_usage_from_the_rollups(tmp_path: Path) -> None:

@@ -17,9 +17,8 @@ import aiohttp
 import pytest
 
 from kimiflow.gateway import REQUEST_ID_HEADER
-from kimiflow.gateway.store import SQLiteStore
 from kimiflow.sim import FAULT_HEADER, LatencyModel, Simulator
-from tests.gateway.conftest import ADMIN_TOKEN, UPSTREAM_KEY
+from tests.gateway.conftest import ADMIN_TOKEN, UPSTREAM_KEY, StoreBackend
 
 KIMIFLOW = [str(Path(sys.executable).parent / "kimiflow")]
 BODY: dict[str, Any] = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 40}
@@ -35,11 +34,11 @@ def _env(sim: Simulator | None, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 class Served:
-    def __init__(self, env: dict[str, str], db: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], db: str, logs: Path, *args: str) -> None:
         # stderr (the access log) goes to a file: an unread pipe would fill up and block the server.
-        self.log = db.with_name(db.name + f".{time.monotonic_ns()}.log")
+        self.log = logs / f"serve.{time.monotonic_ns()}.log"
         with self.log.open("w") as err:
-            self.proc = subprocess.Popen([*KIMIFLOW, "gateway", "serve", "--port", "0", "--db", str(db), *args],
+            self.proc = subprocess.Popen([*KIMIFLOW, "gateway", "serve", "--port", "0", "--db", db, *args],
                                          stdout=subprocess.PIPE, stderr=err, env=env, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -55,8 +54,8 @@ class Served:
         return code
 
 
-def _create_key(env: dict[str, str], db: Path, name: str) -> str:
-    out = subprocess.run([*KIMIFLOW, "gateway", "keys", "create", name, "--db", str(db), "--json"],
+def _create_key(env: dict[str, str], db: str, name: str) -> str:
+    out = subprocess.run([*KIMIFLOW, "gateway", "keys", "create", name, "--db", db, "--json"],
                          env=env, capture_output=True, text=True, timeout=60, check=True)
     created = json.loads(out.stdout)
     assert set(created) == {"key", "id", "name", "limits"}
@@ -77,11 +76,12 @@ def test_serve_refuses_to_start_with_one_clear_line(tmp_path: Path, extra: dict[
     assert "Traceback" not in result.stderr
 
 
-def test_sigterm_lets_a_stream_in_flight_finish(tmp_path: Path, sim_factory: Callable[..., Simulator]) -> None:
+def test_sigterm_lets_a_stream_in_flight_finish(tmp_path: Path, sim_factory: Callable[..., Simulator],
+        store_backend: StoreBackend) -> None:
     sim = sim_factory(seed=3)
-    env, db = _env(sim, tmp_path), tmp_path / "g.sqlite"
+    env, db = _env(sim, tmp_path), store_backend.url("g")
     key = _create_key(env, db, "crm")
-    served = Served(env, db, "--grace", "5")
+    served = Served(env, db, tmp_path, "--grace", "5")
 
     async def run() -> bytes:
         async with aiohttp.ClientSession() as http:
@@ -94,22 +94,23 @@ def test_sigterm_lets_a_stream_in_flight_finish(tmp_path: Path, sim_factory: Cal
     body = asyncio.run(run())
     assert body.endswith(b"data: [DONE]\n\n")
     assert served.stop(timeout=10) == 0
-    store = SQLiteStore(db)
+    store = store_backend.open(db)
     rows = store.ledger_rows()
     store.close()
     assert [(r.status, r.ended) for r in rows] == [(200, "ok")]
 
 
-def test_kill_9_under_load_loses_no_answered_row(tmp_path: Path, sim_factory: Callable[..., Simulator]) -> None:
+def test_kill_9_under_load_loses_no_answered_row(tmp_path: Path, sim_factory: Callable[..., Simulator],
+        store_backend: StoreBackend) -> None:
     """200 concurrent callers; kill -9; restart: every answer a caller received has exactly one row.
 
     A quarter of the callers get the upstream's quota error (never retried, passed through): an error
     answer the caller received is an answer too, and must have its row as surely as a 200's.
     """
     sim = sim_factory(seed=5, latency=LatencyModel(ttft_s=0.02, tokens_per_second=400))
-    env, db = _env(sim, tmp_path), tmp_path / "g.sqlite"
+    env, db = _env(sim, tmp_path), store_backend.url("g")
     key = _create_key(env, db, "load")
-    served = Served(env, db)
+    served = Served(env, db, tmp_path)
     answered: list[str] = []
     errored: list[str] = []
 
@@ -146,9 +147,9 @@ def test_kill_9_under_load_loses_no_answered_row(tmp_path: Path, sim_factory: Ca
     asyncio.run(load())
     assert served.stop(timeout=10) == -signal.SIGKILL
     assert len(answered) >= 50, "the load did not get going"
-    restarted = Served(env, db)
+    restarted = Served(env, db, tmp_path)
     assert restarted.stop() == 0
-    store = SQLiteStore(db)
+    store = store_backend.open(db)
     rows = store.ledger_rows()
     store.close()
     ids = [r.request_id for r in rows]

@@ -102,8 +102,8 @@ def test_every_key_change_is_audited_and_bumps_the_version(tmp_path: Path) -> No
 def test_db_urls() -> None:
     assert sqlite_path("sqlite:///tmp/x.db") == Path("tmp/x.db")
     assert sqlite_path("sqlite:////tmp/x.db") == Path("/tmp/x.db")
-    with pytest.raises(Exception, match="not supported yet"):
-        sqlite_path("postgresql://db/gateway")
+    with pytest.raises(Exception, match="is not supported; use a file path, sqlite:///PATH or postgresql://"):
+        sqlite_path("mysql://db/gateway")
 
 
 def test_a_batch_holding_one_request_twice_counts_it_once(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def _db_url(value: str | None) -> str:
 
 
 db_option = click.option("--db", "db", default=None, metavar="URL",
-                         help=f"Database file or sqlite:///PATH (default: ${DB_ENV} or KIMIFLOW_HOME/gateway.sqlite).")
+                         help=f"Database file, sqlite:///PATH or postgresql://URL (default: ${DB_ENV} or KIMIFLOW_HOME/gateway.sqlite).")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,10 +73,10 @@ def _limit_changes(values: dict[str, Any], *, update: bool) -> dict[str, Any]:
 
 
 def _open(db: str | None) -> tuple[Any, Path]:
-    from kimiflow.gateway.store import open_store, sqlite_path
+    from kimiflow.gateway.store import open_store, state_path
 
     url = _db_url(db)
-    return open_store(url), sqlite_path(url)
+    return open_store(url), state_path(url, user_dir())
 
 
 def _echo_json(data: Any) -> None:
@@ -100,7 +100,7 @@ def gateway() -> None:
 def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: str | None, grace: float) -> None:
     """Serve the gateway until SIGTERM or Ctrl-C (prints the URL it serves)."""
     from kimiflow.gateway import Gateway, GatewaySettings, UpstreamConfig
-    from kimiflow.gateway.store import sqlite_path
+    from kimiflow.gateway.store import open_store, state_path
 
     api_key = os.environ.get("MOONSHOT_API_KEY", "").strip()
     if not api_key:
@@ -109,9 +109,10 @@ def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: 
     if not token:
         raise ConfigError(f"set {ADMIN_TOKEN_ENV} (at least 16 characters) to protect /admin/")
     base_url = upstream_url or os.environ.get("MOONSHOT_BASE_URL") or DEFAULT_BASE_URL
-    settings = GatewaySettings(UpstreamConfig(base_url, api_key), token, sqlite_path(_db_url(db)), tier=tier,
+    url = _db_url(db)
+    settings = GatewaySettings(UpstreamConfig(base_url, api_key), token, state_path(url, user_dir()), tier=tier,
                                shutdown_grace=grace)
-    asyncio.run(_serve(Gateway(settings), host, port))
+    asyncio.run(_serve(Gateway(settings, open_store(url)), host, port))
 
 
 async def _serve(gw: Any, host: str, port: int) -> None:

@@ -1,7 +1,8 @@
 """The gateway's store: virtual keys (hashed), the usage ledger, daily rollups and the admin audit log.
 
 ``GatewayStore`` is the interface the rest of the gateway uses; ``SQLiteStore`` is the embedded
-default (a PostgreSQL store can implement the same protocol later). Methods are synchronous and
+default and ``PostgresStore`` (``kimiflow.gateway.stores.postgres``) serves ``postgresql://`` URLs;
+``open_store`` picks one from a ``--db`` value. Methods are synchronous and
 thread-safe: the server calls them from worker threads, never on the event loop.
 
 Schema changes are a plain list of migrations (``MIGRATIONS``), applied in order and counted in
@@ -15,66 +16,21 @@ process); a serving gateway polls it to pick up changes within a second.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
 from kimiflow.gateway.keys import KeyLimits, KeyRecord
+from kimiflow.gateway.stores.base import USAGE_GROUPS, GatewayStore, LedgerRow, utc_day
 
-USAGE_GROUPS = ("day", "model", "key")
-
-
-@dataclass(frozen=True)
-class LedgerRow:
-    """One request, as billed. ``ended`` says how it ended; ``usage_source`` is 'kimi' or 'estimated'."""
-
-    request_id: str
-    ts: float
-    key_id: str
-    model: str
-    status: int
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    cost_cny: float = 0.0
-    latency_ms: float = 0.0
-    ttft_ms: float | None = None
-    upstream_request_id: str | None = None
-    ended: str = "ok"
-    usage_source: str = "kimi"
-
-
-class GatewayStore(Protocol):
-    """What the gateway needs from a database."""
-
-    def create_key(self, record: KeyRecord, *, actor: str) -> None: ...
-    def update_key(self, name: str, limits: KeyLimits, *, actor: str) -> KeyRecord: ...
-    def revoke_key(self, name: str, *, actor: str) -> KeyRecord: ...
-    def get_key(self, name: str) -> KeyRecord | None: ...
-    def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]: ...
-    def keys_version(self) -> int: ...
-    def write_ledger(self, rows: Sequence[LedgerRow]) -> int: ...
-    def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]: ...
-    def spend_since(self, key_id: str, day: str) -> float: ...
-    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]: ...
-    def usage(self, *, key_id: str | None = None, since: str | None = None, by: str = "day") -> list[dict[str, Any]]: ...
-    def audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None: ...
-    def add_file(self, file_id: str, key_id: str) -> None: ...
-    def file_owner(self, file_id: str) -> str | None: ...
-    def files_of(self, key_id: str) -> set[str]: ...
-    def remove_file(self, file_id: str) -> None: ...
-    def audit_log(self) -> list[dict[str, Any]]: ...
-    def close(self) -> None: ...
-
+__all__ = ["MIGRATIONS", "USAGE_GROUPS", "GatewayStore", "LedgerRow", "SQLiteStore", "is_postgres_url", "open_store",
+           "sqlite_path", "state_path", "utc_day"]
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     # executescript() would COMMIT on its own; statements one by one stay inside the migration's transaction.
@@ -123,14 +79,9 @@ def _m2(db: sqlite3.Connection) -> None:
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m1, _m2]
 
 
-def utc_day(ts: float) -> str:
-    """The UTC calendar day of a Unix time, as the rollups key it (``2026-12-02``)."""
-    return _utc_day(int(ts // 86_400))
-
-
-@functools.lru_cache(maxsize=64)
-def _utc_day(day_number: int) -> str:
-    return datetime.fromtimestamp(day_number * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+def is_postgres_url(url: str) -> bool:
+    """Whether a ``--db`` value names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 def sqlite_path(url: str) -> Path:
@@ -141,7 +92,7 @@ def sqlite_path(url: str) -> Path:
     if "://" in url:
         scheme = url.split("://", 1)[0]
         raise ConfigError(
-            f"--db {scheme}://... is not supported yet; use a file path or sqlite:///PATH (PostgreSQL is planned)"
+            f"--db {scheme}://... is not supported; use a file path, sqlite:///PATH or postgresql://USER@HOST/DB"
         )
     return Path(url).expanduser()
 
@@ -423,7 +374,27 @@ class SQLiteStore:
             self._db.close()
 
 
-def open_store(url: str) -> SQLiteStore:
-    """The store a ``--db`` value names (see ``sqlite_path``)."""
-    return SQLiteStore(sqlite_path(url))
+def state_path(url: str, home: Path) -> Path:
+    """The local file the gateway keeps beside its database (key secret, ledger journal derive from it).
 
+    For SQLite it is the database file itself; for PostgreSQL a file under ``home`` named after the
+    server and database (never the password), so one machine can serve several databases.
+    """
+    if not is_postgres_url(url):
+        return sqlite_path(url)
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    where = f"{parts.hostname or 'local'}-{parts.port or 5432}-{parts.path.strip('/') or 'postgres'}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in where)
+    return home / f"gateway-pg-{safe}.db"
+
+
+def open_store(url: str, *, retention_days: int | None = None) -> GatewayStore:
+    """The store a ``--db`` value (or ``KIMIFLOW_GATEWAY_DB``) names: PostgreSQL for ``postgresql://``
+    URLs (``?retention_days=N`` keeps N days of raw ledger rows), else a SQLite file (see ``sqlite_path``)."""
+    if is_postgres_url(url):
+        from kimiflow.gateway.stores.postgres import PostgresStore
+
+        return PostgresStore(url, retention_days=retention_days)
+    return SQLiteStore(sqlite_path(url))

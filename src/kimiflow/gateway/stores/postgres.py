@@ -1,0 +1,440 @@
+"""The gateway store in PostgreSQL (``postgresql://`` URLs), with psycopg 3.
+
+Same synchronous, thread-safe interface as ``SQLiteStore``: one connection guarded by a lock, called
+from worker threads, never on the event loop. Schema versions are rows of ``schema_migrations``.
+
+The ledger is range-partitioned by UTC day (``day`` is derived from the row's ``ts``, so a replayed
+row always lands in the same partition). Its primary key is ``(day, request_id)``, which makes
+``INSERT ... ON CONFLICT DO NOTHING`` idempotent on the request id. One statement per batch inserts
+the rows and adds only the rows really inserted to the daily rollups, in the same transaction.
+Partitions are created as rows need them (plus tomorrow's ahead); ``retention_days`` drops whole
+partitions older than that many days (rollups are kept, so usage totals survive).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+
+from kimiflow.core.errors import ConfigError, InvalidArgumentError
+from kimiflow.gateway.keys import KeyLimits, KeyRecord
+from kimiflow.gateway.stores.base import USAGE_GROUPS, LedgerRow, utc_day
+
+_LEDGER_COLUMNS = (
+    "request_id, ts, key_id, model, status, prompt_tokens, cached_tokens, completion_tokens, cost_cny, "
+    "latency_ms, ttft_ms, upstream_request_id, ended, usage_source"
+)
+
+_M1 = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO meta VALUES ('keys_version', 0);
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, key_hash TEXT NOT NULL UNIQUE,
+    display TEXT NOT NULL, limits TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, revoked DOUBLE PRECISION
+);
+CREATE TABLE ledger (
+    seq BIGSERIAL, day DATE NOT NULL, request_id TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
+    key_id TEXT NOT NULL, model TEXT NOT NULL, status INTEGER NOT NULL, prompt_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_cny DOUBLE PRECISION NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL, ttft_ms DOUBLE PRECISION, upstream_request_id TEXT,
+    ended TEXT NOT NULL, usage_source TEXT NOT NULL,
+    PRIMARY KEY (day, request_id)
+) PARTITION BY RANGE (day);
+CREATE INDEX ledger_key_ts ON ledger (key_id, ts);
+CREATE TABLE rollups (
+    day DATE NOT NULL, key_id TEXT NOT NULL, model TEXT NOT NULL,
+    requests BIGINT NOT NULL, errors BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL,
+    cached_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_cny DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (day, key_id, model)
+);
+CREATE TABLE audit (
+    id BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    key_id TEXT, details TEXT NOT NULL
+);
+CREATE TABLE files (file_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, created DOUBLE PRECISION NOT NULL)
+"""
+
+MIGRATIONS: list[str] = [_M1]
+
+# One statement per batch: insert what is new, then add exactly the inserted rows to the rollups.
+_WRITE = f"""
+WITH rows AS (
+    SELECT * FROM unnest(%s::date[], %s::text[], %s::float8[], %s::text[], %s::text[], %s::int[], %s::bigint[], %s::bigint[],
+                         %s::bigint[], %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[])
+        AS r(day, {_LEDGER_COLUMNS})
+), ins AS (
+    INSERT INTO ledger (day, {_LEDGER_COLUMNS})
+    SELECT day, {_LEDGER_COLUMNS} FROM rows
+    ON CONFLICT (day, request_id) DO NOTHING
+    RETURNING day, key_id, model, status, prompt_tokens, cached_tokens, completion_tokens, cost_cny
+), up AS (
+    INSERT INTO rollups
+    SELECT day, key_id, model, count(*), count(*) FILTER (WHERE status >= 400), sum(prompt_tokens),
+           sum(cached_tokens), sum(completion_tokens), sum(cost_cny)
+    FROM ins GROUP BY day, key_id, model
+    ON CONFLICT (day, key_id, model) DO UPDATE SET
+        requests = rollups.requests + excluded.requests, errors = rollups.errors + excluded.errors,
+        prompt_tokens = rollups.prompt_tokens + excluded.prompt_tokens,
+        cached_tokens = rollups.cached_tokens + excluded.cached_tokens,
+        completion_tokens = rollups.completion_tokens + excluded.completion_tokens,
+        cost_cny = rollups.cost_cny + excluded.cost_cny
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM up)
+"""
+
+_PARTITION_LOCK = 0x6B696D69  # advisory lock id serialising partition DDL across replicas
+
+
+def split_url(url: str) -> tuple[str, int | None]:
+    """The connection URL without kimiflow's own ``retention_days`` query parameter, and that value."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    retention: int | None = None
+    kept = []
+    for name, value in query:
+        if name == "retention_days":
+            try:
+                retention = int(value)
+            except ValueError:
+                retention = -1
+            if retention < 1:
+                raise ConfigError(f"retention_days must be a whole number of days >= 1, got {value!r}")
+        else:
+            kept.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), retention
+
+
+def _partition_name(day: date) -> str:
+    return f"ledger_p{day:%Y%m%d}"
+
+
+class PostgresStore:
+    """The gateway store in a PostgreSQL database.
+
+    >>> store = PostgresStore("postgresql://gateway@127.0.0.1/gateway", retention_days=90)
+    >>> store.list_keys()
+    []
+    """
+
+    def __init__(self, url: str, *, retention_days: int | None = None) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(
+                "a postgresql:// --db needs psycopg 3; install it with: pip install 'kimiflow[postgres]'"
+            ) from None
+        conninfo, from_url = split_url(url)
+        if retention_days is not None and retention_days < 1:
+            raise ConfigError(f"retention_days must be a whole number of days >= 1, got {retention_days!r}")
+        self.retention_days = retention_days if retention_days is not None else from_url
+        self._psycopg = psycopg
+        self._lock = threading.Lock()
+        self._partitions: set[date] = set()
+        self._retention_checked: date | None = None
+        try:
+            self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise ConfigError(
+                f"cannot connect to the gateway database: {' '.join(str(exc).split())}"
+                "; check the postgresql:// URL (host, port, user, database) and that the server is running"
+            ) from None
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)"
+            )
+            row = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+            version = int(row[0]) if row else 0
+            if version > len(MIGRATIONS):
+                raise ConfigError(
+                    f"the gateway database was written by a newer kimiflow (schema {version}); upgrade kimiflow"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, time.time()))
+
+    def schema_version(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _ensure_partitions(self, days: set[date]) -> None:
+        """Create the day partitions ``days`` need (and tomorrow's), once per process and day."""
+        today = datetime.now(timezone.utc).date()
+        wanted = (days | {today, today + timedelta(days=1)}) - self._partitions
+        if not wanted:
+            return
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            for day in sorted(wanted):
+                self._db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_partition_name(day)} PARTITION OF ledger "
+                    f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + timedelta(days=1)).isoformat()}')"
+                )
+        self._partitions |= wanted
+
+    def partitions(self) -> list[str]:
+        """The ledger's day partitions, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'ledger' ORDER BY c.relname"
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def apply_retention(self, *, today: date | None = None) -> list[str]:
+        """Drop the ledger partitions older than ``retention_days``; returns the dropped names."""
+        if self.retention_days is None:
+            return []
+        today = today or datetime.now(timezone.utc).date()
+        cutoff = _partition_name(today - timedelta(days=self.retention_days - 1))
+        with self._lock:
+            return self._drop_before(cutoff)
+
+    def _drop_before(self, cutoff: str) -> list[str]:
+        dropped: list[str] = []
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
+            rows = self._db.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'ledger' AND c.relname < %s",
+                (cutoff,),
+            ).fetchall()
+            for (name,) in rows:
+                self._db.execute(f'DROP TABLE "{name}"')
+                dropped.append(str(name))
+        self._partitions = {d for d in self._partitions if _partition_name(d) >= cutoff}
+        return dropped
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: Sequence[Any]) -> KeyRecord:
+        raw = msgspec.json.decode(row[4])
+        raw["models"] = tuple(raw.get("models") or ())
+        return KeyRecord(id=row[0], name=row[1], key_hash=row[2], display=row[3], limits=KeyLimits(**raw),
+                         created=row[5], revoked=row[6])
+
+    def _bump(self) -> None:
+        self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'")
+
+    def _audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO audit (ts, actor, action, key_id, details) VALUES (%s, %s, %s, %s, %s)",
+            (time.time(), actor, action, key_id, msgspec.json.encode(details).decode()),
+        )
+
+    def create_key(self, record: KeyRecord, *, actor: str) -> None:
+        with self._lock:
+            try:
+                with self._db.transaction():
+                    self._db.execute(
+                        "INSERT INTO keys VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                        (record.id, record.name, record.key_hash, record.display,
+                         msgspec.json.encode(record.limits.to_dict()).decode(), record.created, record.revoked),
+                    )
+                    self._bump()
+                    self._audit(actor, "keys.create", record.id, {"name": record.name, "limits": record.limits.to_dict()})
+            except self._psycopg.errors.UniqueViolation:
+                raise InvalidArgumentError(
+                    f"a key named {record.name!r} already exists; pick another name or update that key"
+                ) from None
+
+    def _require(self, name: str) -> KeyRecord:
+        row = self._db.execute("SELECT * FROM keys WHERE name = %s FOR UPDATE", (name,)).fetchone()
+        if row is None:
+            raise InvalidArgumentError(f"no key named {name!r}; `kimiflow gateway keys list` shows the names")
+        return self._record(row)
+
+    def update_key(self, name: str, limits: KeyLimits, *, actor: str) -> KeyRecord:
+        with self._lock, self._db.transaction():
+            record = self._require(name)
+            self._db.execute("UPDATE keys SET limits = %s WHERE id = %s",
+                             (msgspec.json.encode(limits.to_dict()).decode(), record.id))
+            self._bump()
+            self._audit(actor, "keys.update", record.id, {"name": name, "limits": limits.to_dict()})
+        return KeyRecord(record.id, record.name, record.key_hash, record.display, limits, record.created, record.revoked)
+
+    def revoke_key(self, name: str, *, actor: str) -> KeyRecord:
+        with self._lock, self._db.transaction():
+            record = self._require(name)
+            revoked = record.revoked if record.revoked is not None else time.time()
+            self._db.execute("UPDATE keys SET revoked = %s WHERE id = %s", (revoked, record.id))
+            self._bump()
+            self._audit(actor, "keys.revoke", record.id, {"name": name})
+        return KeyRecord(record.id, record.name, record.key_hash, record.display, record.limits, record.created, revoked)
+
+    def get_key(self, name: str) -> KeyRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM keys WHERE name = %s", (name,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
+        query = "SELECT * FROM keys" + ("" if include_revoked else " WHERE revoked IS NULL") + " ORDER BY created, name"
+        with self._lock:
+            rows = self._db.execute(query).fetchall()
+        return [self._record(row) for row in rows]
+
+    def keys_version(self) -> int:
+        """A counter every key change bumps, read fresh from the server (one indexed row)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name = 'keys_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- ledger --------------------------------------------------------------------------------
+
+    def write_ledger(self, rows: Sequence[LedgerRow]) -> int:
+        """Insert rows in one transaction, skipping request ids already stored; rollups follow.
+
+        Returns how many rows were new. Idempotent: writing the same rows again changes nothing.
+        """
+        if not rows:
+            return 0
+        columns: list[list[Any]] = [[] for _ in range(15)]
+        for r in rows:
+            for column, value in zip(columns, (
+                date.fromisoformat(utc_day(r.ts)), r.request_id, r.ts, r.key_id, r.model, r.status, r.prompt_tokens, r.cached_tokens,
+                r.completion_tokens, r.cost_cny, r.latency_ms, r.ttft_ms, r.upstream_request_id, r.ended,
+                r.usage_source,
+            ), strict=True):
+                column.append(value)
+        with self._lock:
+            self._ensure_partitions(set(columns[0]))
+            try:
+                with self._db.transaction():
+                    result = self._db.execute(_WRITE, columns).fetchone()
+            except self._psycopg.errors.CheckViolation:
+                # No partition for a row's day: another replica's retention dropped one this process
+                # had cached. Forget the cache, create what is missing, write again (still idempotent).
+                self._partitions.clear()
+                self._ensure_partitions(set(columns[0]))
+                with self._db.transaction():
+                    result = self._db.execute(_WRITE, columns).fetchone()
+            today = datetime.now(timezone.utc).date()
+            if self.retention_days is not None and self._retention_checked != today:
+                self._retention_checked = today
+                self._drop_before(_partition_name(today - timedelta(days=self.retention_days - 1)))
+        return int(result[0]) if result else 0
+
+    def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]:
+        query = f"SELECT {_LEDGER_COLUMNS} FROM ledger" + (" WHERE key_id = %s" if key_id else "") + " ORDER BY seq"
+        with self._lock:
+            rows = self._db.execute(query, (key_id,) if key_id else ()).fetchall()
+        return [LedgerRow(*row) for row in rows]
+
+    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]:
+        """The latest requests that failed or did not end normally, newest first."""
+        query = (f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE (status >= 400 OR ended != 'ok')"
+                 + (" AND key_id = %s" if key_id else "") + " ORDER BY seq DESC LIMIT %s")
+        params: tuple[Any, ...] = (key_id, limit) if key_id else (limit,)
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        return [LedgerRow(*row) for row in rows]
+
+    def spend_since(self, key_id: str, day: str) -> float:
+        """CNY the key spent from UTC day ``day`` on (``""`` for all time), from the rollups."""
+        with self._lock:
+            if day:
+                row = self._db.execute(
+                    "SELECT COALESCE(SUM(cost_cny), 0) FROM rollups WHERE key_id = %s AND day >= %s::date", (key_id, day)
+                ).fetchone()
+            else:
+                row = self._db.execute(
+                    "SELECT COALESCE(SUM(cost_cny), 0) FROM rollups WHERE key_id = %s", (key_id,)
+                ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def usage(self, *, key_id: str | None = None, since: str | None = None, by: str = "day") -> list[dict[str, Any]]:
+        """Totals from the daily rollups, grouped by day, model or key (name included)."""
+        if by not in USAGE_GROUPS:
+            raise InvalidArgumentError(f"--by must be one of {', '.join(USAGE_GROUPS)}, got {by!r}")
+        if since:
+            try:
+                date.fromisoformat(since)
+            except ValueError:
+                raise InvalidArgumentError(f"--since must be a day like 2026-12-01, got {since!r}") from None
+        column = {"day": "to_char(r.day, 'YYYY-MM-DD')", "model": "r.model", "key": "r.key_id"}[by]
+        where: list[str] = []
+        params: list[Any] = []
+        if key_id is not None:
+            where.append("r.key_id = %s")
+            params.append(key_id)
+        if since:
+            where.append("r.day >= %s::date")
+            params.append(since)
+        query = (
+            f"SELECT {column} AS g, MIN(COALESCE(k.name, r.key_id)), SUM(r.requests), SUM(r.errors), "
+            "SUM(r.prompt_tokens), SUM(r.cached_tokens), SUM(r.completion_tokens), SUM(r.cost_cny) "
+            "FROM rollups r LEFT JOIN keys k ON k.id = r.key_id "
+            + (f"WHERE {' AND '.join(where)} " if where else "")
+            + "GROUP BY g ORDER BY g"
+        )
+        with self._lock:
+            rows = self._db.execute(query, params).fetchall()
+        out = []
+        for row in rows:
+            entry: dict[str, Any] = {by: row[0]}
+            if by == "key":
+                entry["name"] = row[1]
+            entry.update(requests=int(row[2]), errors=int(row[3]), prompt_tokens=int(row[4]),
+                         cached_tokens=int(row[5]), completion_tokens=int(row[6]), cost_cny=round(float(row[7]), 6))
+            out.append(entry)
+        return out
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def add_file(self, file_id: str, key_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO files VALUES (%s, %s, %s) ON CONFLICT (file_id) DO UPDATE SET key_id = excluded.key_id, "
+                "created = excluded.created",
+                (file_id, key_id, time.time()),
+            )
+
+    def file_owner(self, file_id: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT key_id FROM files WHERE file_id = %s", (file_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def files_of(self, key_id: str) -> set[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT file_id FROM files WHERE key_id = %s", (key_id,)).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def remove_file(self, file_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE file_id = %s", (file_id,))
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None:
+        with self._lock:
+            self._audit(actor, action, key_id, details)
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT ts, actor, action, key_id, details FROM audit ORDER BY id").fetchall()
+        return [{"ts": r[0], "actor": r[1], "action": r[2], "key_id": r[3], "details": msgspec.json.decode(r[4])}
+                for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
