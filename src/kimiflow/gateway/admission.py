@@ -3,9 +3,10 @@
 ``Books.admit`` is synchronous with no ``await`` inside, so on the one event loop the check and the
 reservation of every limit happen as one step: 50 requests arriving together cannot all see the
 same free budget. The order is budget (checked), the key's limiter, the account's limiter, then
-the budget is reserved. A request the account's limiter refuses gives back the key's tokens and
-slot; the key's request window keeps counting it (the limiter cannot un-count a request), which
-errs on the safe side.
+the budget is reserved. Each limiter is first only asked (``LimiterState.refusal``) and written to
+(``commit``) only once every one has room, so a request the account's limiter refuses leaves the
+key's request window, token windows and concurrency slot exactly as they were: a key behind a busy
+account still gets its full RPM once the account has room again.
 
 A request is charged, up front, its prompt estimate plus its ``max_tokens`` (the model's default
 when absent) against TPM, as Kimi counts, and its worst-case cost against the budget (a padded
@@ -27,8 +28,6 @@ from kimiflow.gateway.limits import (
     RateLimits,
     RequestTooLargeError,
     Ticket,
-    remaining_requests,
-    remaining_tokens,
 )
 
 
@@ -160,8 +159,11 @@ class Books:
                 "budget",
             )
         now = self.clock()
+        state = book.state
+        # Ask every book first and record only when all have room: a refusal by the account then
+        # leaves the key's windows and slot exactly as they were (nothing to undo).
         try:
-            key_admission = book.state.try_acquire(tokens, now)
+            key_refusal = state.refusal(tokens, now)
         except RequestTooLargeError:
             return Rejection(
                 400, "invalid_request_error",
@@ -169,26 +171,24 @@ class Books:
                 f"'{name}' has a TPM limit of {book.limits.tpm}; lower max_tokens or shorten the prompt",
                 "key_tpm_too_large",
             )
-        if key_admission.ticket is None:
-            return self._refusal(f"Your key '{name}'", "key", key_admission.reason, key_admission.wait, book.state, tokens)
+        if key_refusal is not None:
+            return self._refusal(f"Your key '{name}'", "key", key_refusal.reason, key_refusal.wait, state, tokens)
+        account = self.account
         account_ticket = None
-        if self.account is not None:
+        if account is not None:
             try:
-                account_admission = self.account.try_acquire(tokens, now)
+                account_refusal = account.refusal(tokens, now)
             except RequestTooLargeError:
-                account_admission = None
-            if account_admission is None or account_admission.ticket is None:
-                book.state.settle(key_admission.ticket, 0, now)
-                book.state.release(key_admission.ticket, now)
-                if account_admission is None:
-                    return Rejection(400, "invalid_request_error",
-                                     f"Invalid request: this request is charged {tokens} tokens, more than the "
-                                     "account's tier allows per minute or day; lower max_tokens", "account_too_large")
-                return self._refusal("The gateway's Kimi account", "account tier", account_admission.reason,
-                                     account_admission.wait, self.account, tokens)
-            account_ticket = account_admission.ticket
+                return Rejection(400, "invalid_request_error",
+                                 f"Invalid request: this request is charged {tokens} tokens, more than the "
+                                 "account's tier allows per minute or day; lower max_tokens", "account_too_large")
+            if account_refusal is not None:
+                return self._refusal("The gateway's Kimi account", "account tier", account_refusal.reason,
+                                     account_refusal.wait, account, tokens)
+            account_ticket = account.commit(tokens, now)
+        key_ticket = state.commit(tokens, now)
         book.reserved += worst_cny
-        return Grant(record.id, key_admission.ticket, account_ticket, worst_cny, tokens)
+        return Grant(record.id, key_ticket, account_ticket, worst_cny, tokens)
 
     @staticmethod
     def _refusal(who: str, scope: str, reason: str, wait: float | None, state: LimiterState, tokens: int) -> Rejection:
@@ -249,17 +249,36 @@ class Books:
         return self._book(record).spent
 
     def headers(self, record: KeyRecord) -> dict[str, str]:
-        """``x-ratelimit-*`` for the key: its own limits, else the account's; omitted when both are unlimited."""
+        """``x-ratelimit-*`` for the key: the effective limits, the tighter of the key's and the account tier's.
+
+        ``limit-requests`` / ``limit-tokens`` is the smaller of the key's and the account's per-minute
+        limit in effect now (after the account's margin and any back-off after a 429);
+        ``remaining-*`` is the smaller of the two books' headroom in the current window, since a
+        request needs room in both. A pair is omitted only when neither the key nor the account has
+        that limit (no RPM, resp. TPM, anywhere: nothing to report).
+        """
         book = self._book(record)
         out: dict[str, str] = {}
         now = self.clock()
-        for state in (book.state, self.account):
-            if state is None:
+        states = (book.state,) if self.account is None else (book.state, self.account)
+        limit_requests = limit_tokens = math.inf
+        left_requests = left_tokens = math.inf
+        for state in states:
+            lim = state.limits
+            if lim.rpm is None and lim.tpm is None:
                 continue
-            if "x-ratelimit-limit-requests" not in out and state.limits.rpm is not None:
-                out["x-ratelimit-limit-requests"] = str(int(state.effective(now)["rpm"]))
-                out["x-ratelimit-remaining-requests"] = str(remaining_requests(state, now))
-            if "x-ratelimit-limit-tokens" not in out and state.limits.tpm is not None:
-                out["x-ratelimit-limit-tokens"] = str(int(state.effective(now)["tpm"]))
-                out["x-ratelimit-remaining-tokens"] = str(remaining_tokens(state, now))
+            eff = state.effective(now)
+            left = state.remaining(now)
+            if lim.rpm is not None:
+                limit_requests = min(limit_requests, eff["rpm"])
+                left_requests = min(left_requests, left["requests"] or 0)
+            if lim.tpm is not None:
+                limit_tokens = min(limit_tokens, eff["tpm"])
+                left_tokens = min(left_tokens, left["tokens"] or 0)
+        if limit_requests != math.inf:
+            out["x-ratelimit-limit-requests"] = str(int(limit_requests))
+            out["x-ratelimit-remaining-requests"] = str(int(left_requests))
+        if limit_tokens != math.inf:
+            out["x-ratelimit-limit-tokens"] = str(int(limit_tokens))
+            out["x-ratelimit-remaining-tokens"] = str(int(left_tokens))
         return out

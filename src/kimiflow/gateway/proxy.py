@@ -126,20 +126,20 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
     except msgspec.DecodeError:
         body = None
     if not isinstance(body, dict):
-        return _with(invalid_request("the body must be a JSON object"), headers)
+        return _early(gw, record, invalid_request("the body must be a JSON object"), headers)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        return _with(invalid_request("model is required"), headers)
+        return _early(gw, record, invalid_request("model is required"), headers)
     allowed = record.limits.models
     if allowed and model not in allowed:
         gw.metrics.rejections.labels("model").inc()
         _rejection_row(gw, record, request_id, model, 403)
-        return _with(error_response(403, "permission_denied_error",
+        return _early(gw, record, error_response(403, "permission_denied_error",
                                     f"Your key '{record.name}' may not use model {model}; allowed: {', '.join(allowed)}"),
                      headers)
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        return _with(invalid_request("max_tokens must be a positive integer"), headers)
+        return _early(gw, record, invalid_request("max_tokens must be a positive integer"), headers)
     cap = record.limits.max_tokens
     if cap is not None:
         if max_tokens is None:
@@ -147,7 +147,7 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
             body["max_tokens"] = max_tokens = cap
             raw = msgspec.json.encode(body)
         elif max_tokens > cap:
-            return _with(invalid_request(f"max_tokens {max_tokens} is above this key's cap of {cap}; lower it"), headers)
+            return _early(gw, record, invalid_request(f"max_tokens {max_tokens} is above this key's cap of {cap}; lower it"), headers)
     messages = body.get("messages")
     prompt_estimate = estimate_message_tokens(
         [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
@@ -156,7 +156,7 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
     info = model_info(model)
     if info is None and record.limits.budget_cny is not None:
         # Without a price the worst case would be 0 CNY and the budget would not bound anything.
-        return _with(error_response(403, "permission_denied_error",
+        return _early(gw, record, error_response(403, "permission_denied_error",
                                     f"Your key '{record.name}' has a budget, and model {model} has no known price; "
                                     "use a model from Kimi's price list"), headers)
     worst_generation = max_tokens if max_tokens is not None else (info.context_length if info else generation)
@@ -201,6 +201,13 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
 
 def _with(response: web.Response, headers: dict[str, str]) -> web.Response:
     response.headers.update(headers)
+    return response
+
+
+def _early(gw: Gateway, record: KeyRecord, response: web.Response, headers: dict[str, str]) -> web.Response:
+    """A request refused before admission still carries the key's ``x-ratelimit-*`` headers."""
+    response.headers.update(headers)
+    response.headers.update(gw.books.headers(record))
     return response
 
 

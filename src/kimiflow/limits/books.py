@@ -7,6 +7,7 @@ the same books on the client side so the server never has to say 429:
 
 * ``try_acquire(tokens, now)`` either admits a request (returning a ``Ticket``) or says how long
   to wait; it never sleeps. ``None`` as the wait means "until a request in flight finishes".
+  It is ``refusal(tokens, now)`` (asks, records nothing) then ``commit(tokens, now)`` (records).
 * ``settle(ticket, tokens, now)`` replaces the up-front estimate with the real count and
   ``release(ticket, now)`` frees the concurrency slot.
 * ``on_rate_limited(now, retry_after)`` is called for a 429 that got through anyway (other
@@ -281,7 +282,22 @@ class LimiterState:
     def try_acquire(self, tokens: int = 0, now: float | None = None) -> Admission:
         """Admit a request charged ``tokens`` (prompt estimate + max_tokens) now, or say how long to wait.
 
-        Raises ``RequestTooLargeError`` if ``tokens`` exceeds the TPM or TPD limit outright.
+        Raises ``RequestTooLargeError`` if ``tokens`` exceeds the TPM or TPD limit outright. It is
+        ``refusal`` then ``commit`` at the same ``now``.
+        """
+        now = self.clock() if now is None else now
+        refused = self.refusal(tokens, now)
+        if refused is not None:
+            return refused
+        return Admission(self.commit(tokens, now))
+
+    def refusal(self, tokens: int = 0, now: float | None = None) -> Admission | None:
+        """Why ``try_acquire(tokens, now)`` would refuse (an ``Admission`` without a ticket), or ``None``
+        when it would admit. Records nothing, so a caller holding several books (a key under an
+        account) can ask all of them first and ``commit`` to each only when every one has room:
+        a refusal by one then leaves the others exactly as they were, with nothing to undo.
+
+        Raises ``RequestTooLargeError`` like ``try_acquire``.
         """
         now = self.clock() if now is None else now
         if tokens < 0:
@@ -306,15 +322,21 @@ class LimiterState:
         wait, reason = max(waits)
         if wait > 0:
             return Admission(None, wait, reason)
+        return None
+
+    def commit(self, tokens: int, now: float) -> Ticket:
+        """Record one admission charged ``tokens`` at ``now``, which ``refusal(tokens, now)`` just
+        allowed (with nothing admitted in between); it checks nothing itself."""
         ticket = Ticket(tokens=tokens, admitted_at=now)
         self._requests.add(1, now)
+        lim = self.limits
         if lim.tpm is not None:
             ticket._minute = self._tokens.add(tokens, now)
         if lim.tpd is not None:
             ticket._day = self._day_tokens.add(tokens, now)
         self.in_flight += 1
         self.admitted_count += 1
-        return Admission(ticket)
+        return ticket
 
     @staticmethod
     def _room(window: SlidingWindow, tokens: int, limit: float, now: float) -> float:
