@@ -38,8 +38,11 @@ def journal_meta(out: Path, key: str) -> str | None:
     journal = out.with_name(out.name.replace(".jsonl", ".journal.sqlite"))
     if not journal.exists():
         return None
-    with sqlite3.connect(journal) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    try:
+        with sqlite3.connect(journal) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # the run is still creating the journal (no table yet, or locked)
+        return None
     return None if row is None else str(row[0])
 
 
@@ -107,12 +110,14 @@ def test_real_sigkill_while_polling_then_resume_polls_the_same_batch(tmp_path: P
     with sim_command("--batch-hour", "20") as root:  # validating alone lasts 1/3 s: the kill lands mid-batch
         proc = subprocess.Popen(remote_command(src, out), env=env_for(root), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while journal_meta(out, "remote_batch_id") is None:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.kill()
-        proc.wait(10)
+        try:
+            deadline = time.monotonic() + 20
+            while journal_meta(out, "remote_batch_id") is None:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+        finally:
+            proc.kill()
+            proc.wait(10)
         assert read_jsonl(out) == []
         resumed = run(src, out, root)
         assert resumed.returncode == 0, resumed.stderr
@@ -151,7 +156,8 @@ def test_failed_validation_at_kimi_is_a_clear_error(tmp_path: Path) -> None:
 def test_cancelled_batch_outcome(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", rows(5))
     out = tmp_path / "out.jsonl"
-    with sim_command("--batch-hour", "20") as root:
+    # One line per simulated hour (20 s): the cancel lands before any line ran, however slow the machine.
+    with sim_command("--batch-hour", "20", "--batch-lines-per-hour", "1") as root:
         proc = subprocess.Popen(remote_command(src, out), env=env_for(root), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
