@@ -63,6 +63,8 @@ CASES: list[tuple[str, Any, Any, list[tuple[str, str]]]] = [
     ("max-items", {"type": "array", "maxItems": 1}, [1, 2], [("$", "must have at most 1 items")]),
     ("unique", {"uniqueItems": True}, [1, True, 1.0, {"a": 1}, {"a": 1}],
      [("$[2]", "repeats item [0]; items must be unique"), ("$[4]", "repeats item [3]; items must be unique")]),
+    ("unique-nested", {"uniqueItems": True}, [{"a": 1, "b": [1, 2]}, {"b": [1.0, 2], "a": 1}, [2, 1], [1, 2]],
+     [("$[1]", "repeats item [0]; items must be unique")]),
     ("enum", {"enum": ["bug", "billing", 1]}, True, [("$", 'must be one of "bug", "billing", 1')]),
     ("enum-number", {"enum": [1, 2]}, 2.0, []),
     ("const", {"const": "v1"}, "v2", [("$", 'must be "v1"')]),
@@ -167,6 +169,7 @@ def test_a_ref_loop_that_never_reaches_a_value_is_an_error_not_a_hang() -> None:
     ({"multipleOf": 0}, "multipleOf must be greater than 0"),
     ({"anyOf": []}, "anyOf must be a non-empty array"),
     (["not", "a", "schema"], "must be an object"),
+    ({"dependentRequired": {"a": "b"}}, "dependentRequired must map names to arrays"),
 ])
 def test_an_unusable_schema_says_where_and_why(schema: Any, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message) as info:
@@ -198,6 +201,27 @@ def test_validate_answer_checks_the_schema_dict() -> None:
         validate_answer(schema, "[1]")
     with pytest.raises(InvalidArgumentError, match="unknown type"):
         validate_answer({"type": "object", "properties": {"a": {"type": "strnig"}}}, "{}")
+
+
+def test_validate_answer_compiles_a_schema_once_and_sees_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kimiflow.core.jsonvalidate as jv
+
+    compiled: list[Any] = []
+    real = jv.compile_schema
+    monkeypatch.setattr(jv, "compile_schema", lambda schema: compiled.append(schema) or real(schema))
+    schema: dict[str, Any] = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 123456}}}
+    for _ in range(3):
+        with pytest.raises(AnswerValidationError, match="must be >= 123456"):
+            validate_answer(schema, '{"n": 1}')
+    assert len(compiled) == 1
+    schema["properties"]["n"]["minimum"] = 0  # changed in place: compiled afresh
+    assert validate_answer(schema, '{"n": 1}') == {"n": 1}
+    assert len(compiled) == 2
+
+
+def test_unique_items_is_linear_enough_for_long_arrays() -> None:
+    value = [*range(50_000), 7]
+    assert _errors({"uniqueItems": True}, value) == [("$[50000]", "repeats item [7]; items must be unique")]
 
 
 # --- differential test against the jsonschema package ------------------------------------------

@@ -122,6 +122,21 @@ def json_equal(a: Any, b: Any) -> bool:
     return a is None and b is None
 
 
+def _json_key(value: Any) -> Any:
+    """A hashable key equal for JSON-equal values (``1`` and ``1.0`` alike, ``true`` apart from ``1``)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if _is_number(value):
+        return ("n", value)  # Python's 1 == 1.0 and hash(1) == hash(1.0)
+    if isinstance(value, str):
+        return ("s", value)
+    if isinstance(value, Mapping):
+        return ("o", frozenset((k, _json_key(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return ("a", tuple(_json_key(v) for v in value))
+    return ("z", None) if value is None else ("?", id(value))
+
+
 def _shown(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -269,6 +284,10 @@ class CompiledSchema:
         if "required" in schema and not (isinstance(schema["required"], list)
                                          and all(isinstance(n, str) for n in schema["required"])):  # fmt: skip
             raise self._bad(f"{where}/required", "required must be an array of property names")
+        needs = schema.get("dependentRequired")
+        if needs is not None and not (isinstance(needs, Mapping) and all(
+                isinstance(v, list) and all(isinstance(n, str) for n in v) for v in needs.values())):  # fmt: skip
+            raise self._bad(f"{where}/dependentRequired", "dependentRequired must map names to arrays of names")
         if "enum" in schema and not isinstance(schema["enum"], list):
             raise self._bad(f"{where}/enum", "enum must be an array of the allowed values")
         if isinstance(schema.get("pattern"), str):
@@ -295,7 +314,10 @@ class CompiledSchema:
     def errors(self, value: Any) -> list[ValidationIssue]:
         """Every way ``value`` breaks the schema, in document order; empty when it conforms."""
         out: list[ValidationIssue] = []
-        self._validate(self.root, value, "$", out, frozenset(), 0)
+        try:
+            self._validate(self.root, value, "$", out, frozenset(), 0)
+        except RecursionError:  # the caller's own stack was already deep: report it, do not crash
+            out.append(ValidationIssue("$", "nested too deeply to validate"))
         return out
 
     def is_valid(self, value: Any) -> bool:
@@ -462,9 +484,10 @@ class CompiledSchema:
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             out.append(ValidationIssue(path, f"must have at most {schema['maxItems']} items"))
         if schema.get("uniqueItems") is True:
-            for j in range(1, len(value)):
-                first = next((i for i in range(j) if json_equal(value[i], value[j])), None)
-                if first is not None:
+            seen: dict[Any, int] = {}
+            for j, item in enumerate(value):
+                first = seen.setdefault(_json_key(item), j)
+                if first != j:
                     out.append(ValidationIssue(child_path(path, j), f"repeats item [{first}]; items must be unique"))
         if "contains" in schema:
             found = sum(1 for item in value if not self._sub(schema["contains"], item, path, frozenset(), depth + 1))
