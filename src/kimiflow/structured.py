@@ -22,7 +22,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -30,6 +30,9 @@ from kimiflow.core.errors import InvalidArgumentError, KimiflowError
 from kimiflow.core.loops import DEFAULT_MAX_VALIDATION_RETRIES as DEFAULT_MAX_VALIDATION_RETRIES
 from kimiflow.core.loops import StructuredMode as StructuredMode
 from kimiflow.types.chat import Usage
+
+if TYPE_CHECKING:
+    from kimiflow.core.jsonvalidate import CompiledSchema
 
 STRUCTURED_MODES: tuple[tuple[str, StructuredMode], ...] = (
     ("moonshot-v1-", "json_schema"),
@@ -218,10 +221,34 @@ def _json_path(loc: Sequence[Any]) -> str:
     return path
 
 
+_COMPILED: dict[str, CompiledSchema] = {}
+_COMPILED_MAX = 64
+
+
+def _compiled(schema: Mapping[str, Any]) -> CompiledSchema:
+    """The compiled validator of ``schema``, kept by its canonical JSON text: each re-ask and each batch
+    line with the same schema reuses it, and a schema changed in place gets compiled afresh."""
+    from kimiflow.core.jsonvalidate import compile_schema
+
+    try:
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"the schema dict is not plain JSON ({exc}); use only dicts, lists, strings, "
+                                   "numbers, booleans and null") from None  # fmt: skip
+    found = _COMPILED.get(key)
+    if found is None:
+        found = compile_schema(schema)
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = found
+    return found
+
+
 def validate_answer(target: Any, content: str | None) -> Any:
     """``content`` decoded and validated against ``target`` (the original type, with every constraint).
 
-    A schema dict is only checked to be a JSON object (kimiflow has no JSON Schema validator).
+    A schema dict must decode to a JSON object that conforms to that schema, the user's own (not the
+    MFJS one sent to Kimi), checked by ``kimiflow.core.jsonvalidate`` with every error listed.
     Raises ``AnswerValidationError`` with the errors by JSON path.
     """
     name = _type_name(target)
@@ -239,9 +266,13 @@ def validate_answer(target: Any, content: str | None) -> Any:
             raise AnswerValidationError(name, errors, content) from None
     try:
         if isinstance(target, Mapping):
+            validator = _compiled(target)  # a schema kimiflow cannot use is the caller's error, raised first
             value = msgspec.json.decode(content)
             if not isinstance(value, dict):
                 raise msgspec.ValidationError(f"Expected `object`, got `{type(value).__name__}`")
+            issues = validator.errors(value)
+            if issues:
+                raise AnswerValidationError(name, [FieldError(i.path, i.message) for i in issues], content)
             return value
         return msgspec.json.decode(content, type=target)
     except msgspec.ValidationError as exc:

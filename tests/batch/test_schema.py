@@ -1,5 +1,6 @@
 """``kimiflow batch --schema``: the CLI in a subprocess against ``kimiflow sim`` in another, the simulator
-spoiling a share of the structured answers (``--fault-rate invalid-json=...``; a schema dict is checked as a JSON object only, see structured.validate_answer) so lines are re-asked
+spoiling a share of the structured answers (``--fault-rate invalid-json=...`` or ``schema-violation=...``:
+answers are validated against the schema itself, see structured.validate_answer) so lines are re-asked
 and some fail; then a crash mid-run and a resume."""
 
 from __future__ import annotations
@@ -85,6 +86,29 @@ def test_schema_batch_reasks_sums_usage_and_reports_validation_errors(tmp_path: 
     assert sum(r["cost_cny"] for r in ok + failed) == pytest.approx(served["cost_cny"], rel=1e-6)
     # One journal entry per input id whatever the attempts.
     assert _finished_transitions(tmp_path / "out.journal.sqlite") == {cid: 1 for cid in ids}
+
+
+def test_schema_violations_are_re_asked_not_accepted(tmp_path: Path, schema_file: Path) -> None:
+    """The simulator's ``schema-violation`` answers are JSON objects of the wrong shape (the first field,
+    ``category``, turned into a number): each is rejected by the schema and re-asked in the same entry."""
+    n = 12
+    src = write_jsonl(tmp_path / "in.jsonl", _lines(n))
+    out = tmp_path / "out.jsonl"
+    with sim_command("--seed", "3", "--fault-rate", "schema-violation=0.7") as root:
+        done = subprocess.run(_command(src, out, schema_file), env=env_for(root), capture_output=True, text=True,
+                              timeout=60)
+        served = stats(root)
+    ok, failed = read_jsonl(out), read_jsonl(tmp_path / "out.errors.jsonl")
+    assert done.returncode == (2 if failed else 0), done.stderr
+    assert sorted(r["custom_id"] for r in ok + failed) == sorted(f"t{i}" for i in range(n))
+    assert ok and failed, "the fault rate should make some lines fail and others pass"
+    assert all(_valid(r["parsed"]) for r in ok)  # no violating answer was accepted
+    assert any(r["validation_attempts"] > 1 for r in ok)
+    assert served["chat_completions"] == sum(r["validation_attempts"] for r in ok + failed)
+    assert served["chat_completions"] > n  # re-asks happened
+    for record in failed:
+        assert record["validation_attempts"] == 3
+        assert {"path": "$.category", "message": "expected string, got integer"} in record["validation_errors"]
 
 
 def test_crash_then_resume_stays_exactly_once(tmp_path: Path, schema_file: Path) -> None:
