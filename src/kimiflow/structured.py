@@ -177,6 +177,8 @@ def build_parse_request(
     """
     if not model:
         raise InvalidArgumentError("model is required for a structured answer, e.g. model='kimi-k2.6'")
+    if isinstance(target, Mapping):
+        _compiled(target)  # a schema our validator cannot use is refused before a request is paid for
     if not messages:
         raise InvalidArgumentError("messages must not be empty: say what the JSON answer should contain")
     if messages[-1].get("partial"):

@@ -460,3 +460,12 @@ def test_parse_validates_against_the_original_schema_not_the_mfjs_one(sim: Any) 
                                           max_validation_retries=2)
     assert _served(sim) - before == 3
     assert [(e.path, e.message) for e in info.value.errors] == [("$.code", "must match the pattern '^[0-9]{6}$'")]
+
+
+def test_a_schema_the_validator_cannot_use_is_refused_before_any_request() -> None:
+    from kimiflow.core.errors import InvalidArgumentError
+    from kimiflow.structured import build_parse_request
+
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "([a-z"}}}
+    with pytest.raises(InvalidArgumentError):
+        build_parse_request("kimi-k2.6", [{"role": "user", "content": "x"}], schema)
