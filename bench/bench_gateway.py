@@ -386,9 +386,10 @@ def main() -> int:
                 t0 = time.perf_counter()
                 lj, ljp, ljl = start_litellm(nginx.json_base_url, Path(tmp), "json", args.litellm_venv)
                 targets.append(Target("litellm", LITELLM_MASTER_KEY, lj, lj, ljp))  # stopped if the next fails
+                logs.append(ljl)
                 ls, lsp, lsl = start_litellm(nginx.stream_base_url, Path(tmp), "stream", args.litellm_venv)
                 targets[-1] = Target("litellm", LITELLM_MASTER_KEY, lj, ls, ljp, lsp)
-                logs += [ljl, lsl]
+                logs.append(lsl)
                 print(f"litellm: two proxies (JSON, stream) ready in {time.perf_counter() - t0:.1f} s", flush=True)
             for round_no in range(rounds):
                 for target in targets:
