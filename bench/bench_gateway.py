@@ -1,7 +1,14 @@
-"""Gateway benchmark: direct vs through ``kimiflow gateway`` vs a minimal aiohttp pass-through proxy.
+"""Gateway benchmark: direct vs ``kimiflow gateway`` vs a minimal aiohttp proxy vs LiteLLM's proxy.
 
     .venv/bin/python bench/bench_gateway.py            # 3 interleaved rounds, about 2-3 minutes
     .venv/bin/python bench/bench_gateway.py --quick    # 1 round, fewer requests
+    .venv/bin/python bench/bench_gateway.py --litellm-venv bench/.venv-litellm   # with LiteLLM too
+
+LiteLLM's proxy runs from its own venv (never a kimiflow dependency; bench/.venv-* is gitignored):
+
+    python3 -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'
+
+Without ``--litellm-venv`` that peer is skipped, and the run says so.
 
 The upstream is nginx serving canned Kimi answers (bench/upstream/, pinned to CPU 1), so it is not
 the bottleneck. Each proxy runs in its own process; the load generator (aiohttp, this process) is
@@ -15,8 +22,17 @@ pinned to CPU 0. Figures per target and round:
 
 The minimal proxy (``--serve-minimal``, below, ~60 lines) is the floor for any Python gateway:
 one virtual-key check, forward, stream back. The gateway runs with auth, admission, the ledger
-(a journal line before each answer's last bytes, batched commits) and metrics all on. LiteLLM's proxy is not run
-here (it would need its own environment); issue 11 quotes its figures on this machine class.
+(a journal line before each answer's last bytes, batched commits) and metrics all on.
+
+LiteLLM's proxy (``litellm --config``) runs with one worker, no database, in memory, the master key
+as the only key and no callbacks; one model ``openai/<model>`` whose ``api_base`` is the nginx
+upstream. It is kept offline: the bundled model cost map (``LITELLM_LOCAL_MODEL_COST_MAP``),
+telemetry vetoed (``LITELLM_TELEMETRY_DISABLED``; older releases read ``LITELLM_TELEMETRY``), no
+HTTP(S) proxy variables, ``NO_PROXY=*``. Its log goes to a file in the run's temp dir and every
+line that mentions an error, a timeout or a refused/failed connection is printed after the run
+(nothing outside 127.0.0.1 is reachable here, so an outbound attempt would show up there). It is
+much slower than the others, so it gets fewer requests per phase (``LITELLM_SIZES``); every
+figure is a per-request rate or a percentile, so the rows stay comparable.
 """
 
 from __future__ import annotations
@@ -36,13 +52,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from upstream.canned import MESSAGES, MODEL  # noqa: E402
+from upstream.canned import MESSAGES, MODEL, PROMPT_TOKENS  # noqa: E402
 
 LOAD_CPU = 0
 UPSTREAM_CPU = 1
 VIRTUAL_KEY = "vk-bench-minimal-proxy-key"
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 STREAM_CHUNKS = 20
+LITELLM_MASTER_KEY = "sk-bench-litellm-master-key"
+LITELLM_SIZES = {"single": 100, "many": 600, "streams": 150, "concurrent": 1000}
+LITELLM_START_TIMEOUT = 180.0
+LITELLM_HINT = ("python3 -m venv bench/.venv-litellm && bench/.venv-litellm/bin/pip install 'litellm[proxy]'")
 
 
 # -- the minimal pass-through proxy ------------------------------------------------------------
@@ -155,6 +175,86 @@ def start_gateway(base: str, workdir: Path, name: str) -> tuple[str, subprocess.
     return _wait_url(proc) + "/v1", proc, key
 
 
+def litellm_binary(venv: Path) -> Path:
+    """The ``litellm`` command of a venv, or a SystemExit that says how to make one."""
+    binary = venv.absolute() / "bin" / "litellm"
+    if not binary.is_file():
+        raise SystemExit(f"--litellm-venv {venv}: no {binary} (is LiteLLM's proxy installed there?). "
+                         f"Create the venv with:\n    {LITELLM_HINT}")
+    return binary
+
+
+def litellm_config(base: str) -> str:
+    """LiteLLM's config.yaml: one model on the nginx upstream, a master key, no database, no callbacks."""
+    return "\n".join([
+        "model_list:",
+        f"  - model_name: {MODEL}",
+        "    litellm_params:",
+        f"      model: openai/{MODEL}",
+        f"      api_base: {base}",
+        "      api_key: sk-upstream",
+        "litellm_settings:",
+        "  callbacks: []",
+        "  success_callback: []",
+        "  failure_callback: []",
+        "general_settings:",
+        f"  master_key: {LITELLM_MASTER_KEY}",
+        "",
+    ])
+
+
+def litellm_env() -> dict[str, str]:
+    """The environment for LiteLLM's proxy: offline, no proxies, no database."""
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in {"http_proxy", "https_proxy", "all_proxy", "database_url", "redis_url"}}
+    env.update({"NO_PROXY": "*", "no_proxy": "*", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_TELEMETRY_DISABLED": "True", "LITELLM_TELEMETRY": "False"})
+    return env
+
+
+def start_litellm(base: str, workdir: Path, name: str, venv: Path) -> tuple[str, subprocess.Popen[str], Path]:
+    """LiteLLM's proxy on a free port in front of ``base``; returns its /v1 URL, the process and its log."""
+    import urllib.error
+    import urllib.request
+
+    binary = litellm_binary(venv)
+    config = workdir / f"litellm-{name}.yaml"
+    config.write_text(litellm_config(base), encoding="utf-8")
+    log = workdir / f"litellm-{name}.log"
+    port = free_port()
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.Popen([str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                                 "--num_workers", "1"], env=litellm_env(), cwd=workdir, stdout=out,
+                                stderr=subprocess.STDOUT, text=True, preexec_fn=_pinned)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + LITELLM_START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"LiteLLM's proxy exited with {proc.returncode} while starting; its log ({log}):\n"
+                               + log.read_text(encoding="utf-8", errors="replace")[-3000:])
+        try:
+            with opener.open(f"http://127.0.0.1:{port}/health/liveliness", timeout=1) as resp:
+                if resp.status == 200:
+                    return f"http://127.0.0.1:{port}/v1", proc, log
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"LiteLLM's proxy did not answer /health/liveliness within {LITELLM_START_TIMEOUT:.0f} s; "
+                               f"its log: {log}")
+        time.sleep(0.5)
+
+
+SUSPECT_WORDS = ("error", "timeout", "timed out", "refused", "unreachable", "failed to", "connecterror",
+                 "name resolution", "getaddrinfo")
+
+
+def suspect_lines(log: Path) -> list[str]:
+    """Lines of a proxy's log that mention an error, a timeout or a failed connection."""
+    return [line.rstrip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+            if any(word in line.lower() for word in SUSPECT_WORDS)]
+
+
 # -- load ----------------------------------------------------------------------------------------
 
 BODY = json.dumps({"model": MODEL, "messages": MESSAGES}).encode()
@@ -180,13 +280,17 @@ async def run_json(session: Any, target: Target, n: int, in_flight: int) -> tupl
     return latencies, time.perf_counter() - t0, target.cpu(target.json_proc) - cpu0
 
 
-async def run_streams(session: Any, target: Target, n: int, in_flight: int) -> tuple[int, float]:
+STREAM_USAGE = b'"total_tokens":%d' % (PROMPT_TOKENS + STREAM_CHUNKS)
+
+
+async def run_streams(session: Any, target: Target, n: int, in_flight: int) -> tuple[int, int, float]:
+    """Frames lost, streams whose body never carried the usage (Kimi puts it in the last choice), proxy CPU."""
     headers = {"Authorization": f"Bearer {target.stream_key}", "Content-Type": "application/json"}
-    lost = 0
+    lost = no_usage = 0
     queue = iter(range(n))
 
     async def worker() -> None:
-        nonlocal lost
+        nonlocal lost, no_usage
         for _ in queue:
             async with session.post(target.stream_url + "/chat/completions", data=STREAM_BODY, headers=headers) as r:
                 body = await r.read()
@@ -194,10 +298,12 @@ async def run_streams(session: Any, target: Target, n: int, in_flight: int) -> t
             expected = STREAM_CHUNKS + 3  # role chunk, content chunks, final chunk, [DONE]
             if not body.endswith(b"data: [DONE]\n\n") or events != expected:
                 lost += max(expected - events, 1)
+            if STREAM_USAGE not in body:
+                no_usage += 1
 
     cpu0 = target.cpu(target.stream_proc)
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return lost, target.cpu(target.stream_proc) - cpu0
+    return lost, no_usage, target.cpu(target.stream_proc) - cpu0
 
 
 def rss_mb(proc: subprocess.Popen[str] | None) -> float:
@@ -221,11 +327,15 @@ async def measure(target: Target, sizes: dict[str, int]) -> dict[str, float]:
         await run_json(session, target, 200, 8)  # warm-up: pools open, code paths hot
         single, _, _ = await run_json(session, target, sizes["single"], 1)
         many, wall, cpu = await run_json(session, target, sizes["many"], 64)
-        lost, stream_cpu = await run_streams(session, target, sizes["streams"], 64)
+        lost, no_usage, stream_cpu = await run_streams(session, target, sizes["streams"], 64)
         rss_before = rss_mb(target.stream_proc)
-        lost_1000, _ = await run_streams(session, target, sizes["concurrent"], sizes["concurrent"])
+        t0 = time.perf_counter()
+        lost_1000, no_usage_1000, _ = await run_streams(session, target, sizes["concurrent"], sizes["concurrent"])
+        wall_1000 = time.perf_counter() - t0
         rss_after = rss_mb(target.stream_proc)
-    return {"lost_1000": lost_1000, "rss_before_mb": rss_before, "rss_after_mb": rss_after,"p50_1": statistics.median(single) * 1e3, "p99_1": pct(single, 0.99) * 1e3,
+    return {"lost_1000": lost_1000, "rss_before_mb": rss_before, "rss_after_mb": rss_after, "wall_1000_s": wall_1000,
+            "no_usage": no_usage + no_usage_1000,
+            "p50_1": statistics.median(single) * 1e3, "p99_1": pct(single, 0.99) * 1e3,
             "rps_64": sizes["many"] / wall, "p99_64": pct(many, 0.99) * 1e3,
             "cpu_req_us": cpu / sizes["many"] * 1e6,
             "cpu_chunk_us": stream_cpu / (sizes["streams"] * (STREAM_CHUNKS + 3)) * 1e6, "lost": lost}
@@ -235,19 +345,35 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--litellm-venv", type=Path, default=None, metavar="PATH",
+                        help=f"a venv with LiteLLM's proxy installed (made with: {LITELLM_HINT}); "
+                             "without it LiteLLM is skipped")
+    parser.add_argument("--litellm-concurrent", type=int, default=LITELLM_SIZES["concurrent"], metavar="N",
+                        help="concurrent streams through LiteLLM in the all-at-once phase (default %(default)s)")
     parser.add_argument("--serve-minimal", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_minimal is not None:
         serve_minimal(args.serve_minimal, args.upstream)
         return 0
+    if args.rounds < 1 or args.litellm_concurrent < 1:
+        parser.error("--rounds and --litellm-concurrent must be at least 1")
+    if args.litellm_venv is not None:
+        litellm_binary(args.litellm_venv)  # fail before anything starts if the venv is not usable
+    else:
+        print(f"litellm: skipped (no --litellm-venv given; to include it: {LITELLM_HINT}, "
+              "then pass --litellm-venv bench/.venv-litellm)", flush=True)
     from upstream.nginx import NginxUpstream
 
     sizes = ({"single": 300, "many": 3000, "streams": 600, "concurrent": 1000} if not args.quick
              else {"single": 100, "many": 800, "streams": 200, "concurrent": 1000})
+    litellm_sizes = {**LITELLM_SIZES, "concurrent": args.litellm_concurrent}
+    if args.quick:
+        litellm_sizes.update(single=50, many=300, streams=100)
     rounds = 1 if args.quick else args.rounds
     os.sched_setaffinity(0, {LOAD_CPU})
     results: dict[str, list[dict[str, float]]] = {}
+    logs: list[Path] = []
     with NginxUpstream(chunks=STREAM_CHUNKS, cpu=UPSTREAM_CPU) as nginx, tempfile.TemporaryDirectory() as tmp:
         targets = [Target("direct", "sk-upstream", nginx.json_base_url, nginx.stream_base_url)]
         try:
@@ -256,39 +382,75 @@ def main() -> int:
             (gj, gjp, gjk), (gs, gsp, gsk) = (start_gateway(nginx.json_base_url, Path(tmp), "json"),
                                               start_gateway(nginx.stream_base_url, Path(tmp), "stream"))
             targets.append(Target("gateway", gjk, gj, gs, gjp, gsp, gsk))
+            if args.litellm_venv is not None:
+                t0 = time.perf_counter()
+                lj, ljp, ljl = start_litellm(nginx.json_base_url, Path(tmp), "json", args.litellm_venv)
+                targets.append(Target("litellm", LITELLM_MASTER_KEY, lj, lj, ljp))  # stopped if the next fails
+                logs.append(ljl)
+                ls, lsp, lsl = start_litellm(nginx.stream_base_url, Path(tmp), "stream", args.litellm_venv)
+                targets[-1] = Target("litellm", LITELLM_MASTER_KEY, lj, ls, ljp, lsp)
+                logs.append(lsl)
+                print(f"litellm: two proxies (JSON, stream) ready in {time.perf_counter() - t0:.1f} s", flush=True)
             for round_no in range(rounds):
                 for target in targets:
-                    figures = asyncio.run(measure(target, sizes))
+                    figures = asyncio.run(measure(target, litellm_sizes if target.name == "litellm" else sizes))
                     results.setdefault(target.name, []).append(figures)
                     print(f"round {round_no + 1} {target.name:<8} " + " ".join(f"{k}={v:.2f}" for k, v in figures.items()),
                           flush=True)
         finally:
             for target in targets:
                 target.stop()
-    print(table(results))
+            for log in logs:
+                found = suspect_lines(log)
+                print(f"litellm log {log.name}: {len(found)} line(s) mentioning an error, a timeout or a failed "
+                      "connection" + "".join(f"\n    {line[:300]}" for line in found[:20]), flush=True)
+    print(table(results, {"litellm": litellm_sizes}, sizes))
     return 0
 
 
-def table(results: dict[str, list[dict[str, float]]]) -> str:
+def table(results: dict[str, list[dict[str, float]]], own_sizes: dict[str, dict[str, int]],
+          sizes: dict[str, int]) -> str:
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in results[name])
 
-    base_p50, base_p99 = med("direct", "p50_1"), med("direct", "p99_1")
-    lines = ["| target | added p50 @1 (ms) | added p99 @1 (ms) | req/s @64 | p99 @64 (ms) | proxy CPU/request (µs) "
-             "| proxy CPU/chunk (µs) | frames lost | 1,000 streams: lost, RSS before→after (MB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def added(name: str, key: str) -> float:
+        return med(name, key) - med("direct", key)
+
+    labels = {"direct": "direct (no proxy)", "minimal": "minimal aiohttp pass-through proxy (the floor)",
+              "gateway": "kimiflow gateway (auth, limits, budget, ledger, metrics on)",
+              "litellm": "LiteLLM proxy (1 worker, in-memory, master key only)"}
+    rounds = max(len(r) for r in results.values())
+    lines = [f"{rounds} interleaved round(s); per round: {sizes['single']} requests at 1 in flight, {sizes['many']} at 64, "
+             f"{sizes['streams']} streams of {STREAM_CHUNKS} chunks at 64, {sizes['concurrent']} streams at once"
+             + "".join(f"; {name}: {s['single']} / {s['many']} / {s['streams']} / {s['concurrent']} (fewer: slower)"
+                       for name, s in own_sizes.items() if name in results),
+             "",
+             "| target | added p50 @1 (ms) | added p99 @1 (ms) | req/s @64 | p99 @64 (ms) | proxy CPU/request (µs) "
+             "| proxy CPU/chunk (µs) | frames lost | streams without usage | N streams at once: lost, wall s, "
+             "RSS before→after (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in results:
-        lines.append(f"| {name} | {med(name, 'p50_1') - base_p50:.2f} | {med(name, 'p99_1') - base_p99:.2f} "
+        n_at_once = own_sizes.get(name, sizes)["concurrent"]
+        lines.append(f"| {labels.get(name, name)} | {added(name, 'p50_1'):.2f} | {added(name, 'p99_1'):.2f} "
                      f"| {med(name, 'rps_64'):.0f} | {med(name, 'p99_64'):.1f} | {med(name, 'cpu_req_us'):.0f} "
                      f"| {med(name, 'cpu_chunk_us'):.1f} | {int(sum(r['lost'] for r in results[name]))} "
-                     f"| {int(sum(r['lost_1000'] for r in results[name]))}, {results[name][0]['rss_before_mb']:.0f}"
-                     f"→{results[name][-1]['rss_after_mb']:.0f} |")
-    if "minimal" in results and "gateway" in results:
+                     f"| {int(sum(r['no_usage'] for r in results[name]))} "
+                     f"| {n_at_once:,}: {int(sum(r['lost_1000'] for r in results[name]))}, {med(name, 'wall_1000_s'):.1f}, "
+                     f"{results[name][0]['rss_before_mb']:.0f}→{results[name][-1]['rss_after_mb']:.0f} |")
+    if "minimal" in results:
         lines.append("")
+        for name in ("gateway", "litellm"):
+            if name in results:
+                lines.append(
+                    f"- {name} / minimal: added p50 {added(name, 'p50_1') / max(added('minimal', 'p50_1'), 1e-9):.2f}x, "
+                    f"CPU/request {med(name, 'cpu_req_us') / med('minimal', 'cpu_req_us'):.2f}x, "
+                    f"CPU/chunk {med(name, 'cpu_chunk_us') / med('minimal', 'cpu_chunk_us'):.2f}x, "
+                    f"req/s {med(name, 'rps_64') / med('minimal', 'rps_64'):.2f}x")
+    if "gateway" in results and "litellm" in results:
         lines.append(
-            f"gateway / minimal: added p50 {(med('gateway', 'p50_1') - base_p50) / max(med('minimal', 'p50_1') - base_p50, 1e-9):.2f}x, "
-            f"CPU/request {med('gateway', 'cpu_req_us') / med('minimal', 'cpu_req_us'):.2f}x, "
-            f"req/s {med('gateway', 'rps_64') / med('minimal', 'rps_64'):.2f}x")
+            f"- litellm / gateway: added p50 {added('litellm', 'p50_1') / max(added('gateway', 'p50_1'), 1e-9):.1f}x, "
+            f"CPU/request {med('litellm', 'cpu_req_us') / med('gateway', 'cpu_req_us'):.1f}x, "
+            f"req/s {med('litellm', 'rps_64') / med('gateway', 'rps_64'):.2f}x")
     return "\n".join(lines)
 
 
