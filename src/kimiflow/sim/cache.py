@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from kimiflow.core.catalog import ModelInfo
-from kimiflow.core.tokens import REQUEST_OVERHEAD, estimate_message_tokens
+from kimiflow.core.tokens import REQUEST_OVERHEAD, estimate_one_message_tokens
 
 BLOCK_TOKENS = 256
 """Cache granularity: cached tokens are a multiple of this (a hit needs a prefix of > 256 tokens, T6)."""
@@ -56,15 +56,17 @@ class PrefixCache:
     def lookup_and_store(self, key: str, model: str, messages: list[dict[str, Any]]) -> int:
         """Tokens of ``messages`` already cached for ``key`` on ``model``; remembers this request's prefixes."""
         running = hashlib.blake2b(f"{key}\0{model}".encode(), digest_size=16)
+        seen = self._seen
         tokens = REQUEST_OVERHEAD
         cached = 0
         missed = False
         for message in messages:
             running.update(_encode(message))
             digest = running.digest()
-            tokens += estimate_message_tokens([message]) - REQUEST_OVERHEAD
-            if not missed and digest in self._seen:
-                self._seen.move_to_end(digest)
+            if not missed and digest in seen:
+                seen.move_to_end(digest)
+                # Only a hit needs the count (the request's own count comes from validation).
+                tokens += estimate_one_message_tokens(message)
                 cached = tokens
             else:
                 missed = True
