@@ -27,13 +27,15 @@ from typing import Any
 import msgspec
 
 from kimiflow.core.catalog import ModelInfo
-from kimiflow.core.tokens import REQUEST_OVERHEAD, estimate_message_tokens
+from kimiflow.core.tokens import REQUEST_OVERHEAD, estimate_one_message_tokens
 
 BLOCK_TOKENS = 256
 """Cache granularity: cached tokens are a multiple of this (a hit needs a prefix of > 256 tokens, T6)."""
 DEFAULT_MAX_ENTRIES = 65_536
 """About 5 MB of 32-byte digests plus their token counts, whatever the traffic."""
 _encode = msgspec.json.Encoder().encode
+_MAX_ROOTS = 4096
+"""Bound of the per-(key, model) root hash states kept (starts over when full; a root is cheap to rebuild)."""
 
 
 def caches_automatically(model: ModelInfo) -> bool:
@@ -49,22 +51,31 @@ class PrefixCache:
             raise ValueError(f"max_entries must be at least 1, got {max_entries}")
         self.max_entries = max_entries
         self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._roots: dict[tuple[str, str], Any] = {}
+        """Each (key, model)'s hash state before the first message, copied per request instead of rebuilt."""
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def lookup_and_store(self, key: str, model: str, messages: list[dict[str, Any]]) -> int:
         """Tokens of ``messages`` already cached for ``key`` on ``model``; remembers this request's prefixes."""
-        running = hashlib.blake2b(f"{key}\0{model}".encode(), digest_size=16)
+        root = self._roots.get((key, model))
+        if root is None:
+            if len(self._roots) >= _MAX_ROOTS:
+                self._roots.clear()
+            root = self._roots[(key, model)] = hashlib.blake2b(f"{key}\0{model}".encode(), digest_size=16)
+        running = root.copy()
+        seen = self._seen
         tokens = REQUEST_OVERHEAD
         cached = 0
         missed = False
         for message in messages:
             running.update(_encode(message))
             digest = running.digest()
-            tokens += estimate_message_tokens([message]) - REQUEST_OVERHEAD
-            if not missed and digest in self._seen:
-                self._seen.move_to_end(digest)
+            if not missed and digest in seen:
+                seen.move_to_end(digest)
+                # Only a hit needs the count (the request's own count comes from validation).
+                tokens += estimate_one_message_tokens(message)
                 cached = tokens
             else:
                 missed = True

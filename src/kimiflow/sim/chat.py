@@ -117,6 +117,8 @@ def answer_cost(req: ChatRequest, plans: list[ChoicePlan]) -> float:
     """CNY one answer costs at real-time prices: tokens (cache hits at their rate) plus web-search fees."""
     completion_tokens = sum(plan.completion_tokens for plan in plans)
     cost = cost_cny(req.model.id, req.prompt_tokens, completion_tokens, req.cached_tokens or 0)
+    if not any(plan.tool_calls for plan in plans):
+        return cost
     searches = web_search_calls([call.name for plan in plans for call in plan.tool_calls])
     return cost + WEB_SEARCH_FEE_CNY * searches
 

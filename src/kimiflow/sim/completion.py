@@ -74,6 +74,8 @@ class ChoicePlan:
     @property
     def completion_tokens(self) -> int:
         """Tokens generated: one per reasoning/content piece, one per tool-call chunk."""
+        if not self.tool_calls:
+            return len(self.reasoning) + len(self.content)
         tool_tokens = sum(1 + len(call.fragments) for call in self.tool_calls)
         return len(self.reasoning) + len(self.content) + tool_tokens
 

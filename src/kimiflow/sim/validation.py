@@ -5,7 +5,6 @@ The output is a ``ChatRequest`` with every parameter resolved, so generation nev
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -69,9 +68,10 @@ class ChatRequest:
     """Prompt tokens served from the automatic prefix cache; None on a model without one (set by the chat endpoint)."""
 
     def with_counts(self, *, prompt_tokens: int | None = None, cached_tokens: int | None = None) -> ChatRequest:
-        """A copy with the endpoint's token counts set: about ten times cheaper than ``dataclasses.replace``,
-        which re-runs ``__init__`` and sat on every request's path (``bench/bench_sim.py --against``)."""
-        clone = copy.copy(self)
+        """A copy with the endpoint's token counts set: much cheaper than ``dataclasses.replace`` (which re-runs
+        ``__init__``) or ``copy.copy``, both of which sat on every request's path (``bench/bench_sim.py --against``)."""
+        clone = object.__new__(ChatRequest)
+        clone.__dict__.update(self.__dict__)  # what copy.copy does, without its protocol lookups
         if prompt_tokens is not None:
             object.__setattr__(clone, "prompt_tokens", prompt_tokens)
         if cached_tokens is not None:
@@ -123,11 +123,18 @@ def _content_is_empty(content: Any) -> bool:
 
 def validate_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
     """``data["messages"]`` checked for shape, roles and non-empty content."""
+    return _validate_messages(data)[0]
+
+
+def _validate_messages(data: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """``validate_messages``, and whether any message is a tool message or carries ``tool_calls`` (only those
+    are subject to ``check_conversation``)."""
     messages = data.get("messages")
     if messages is None:
         raise errors.invalid_request("messages is required")
     if not isinstance(messages, list) or not messages:
         raise errors.invalid_request("messages must be a non-empty array")
+    tool_traffic = False
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise errors.invalid_request(f"messages[{i}] must be an object with role and content")
@@ -149,10 +156,13 @@ def validate_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
             )
         # An assistant turn that only calls tools may carry content "" (docs/kimi-api.md §2.2), and so may a
         # Partial Mode prefix that is only a ``name`` (docs/kimi-api.md §2.3).
-        allowed_empty = role == "assistant" and (message.get("tool_calls") or (partial and message.get("name")))
+        tool_calls = message.get("tool_calls")
+        if role == "tool" or (role == "assistant" and tool_calls):
+            tool_traffic = True
+        allowed_empty = role == "assistant" and (tool_calls or (partial and message.get("name")))
         if _content_is_empty(content) and not allowed_empty:
             raise errors.invalid_request(f"messages[{i}] with role '{role}' must not have empty content")
-    return messages
+    return messages, tool_traffic
 
 
 def _response_format(data: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -263,7 +273,9 @@ def validate_chat_request(data: dict[str, Any], config: SimConfig | None = None)
     ``config`` chooses the catalog (full or online) and whether the conversation rules apply.
     """
     info = resolve_model(data, config.catalog if config is not None else "full")
-    messages = validate_messages(data)
+    messages, tool_traffic = _validate_messages(data)
+    if data.keys() <= _PLAIN_KEYS:
+        return _plain_request(info, messages, tool_traffic, config)
     response_format = _response_format(data, messages)
     if "functions" in data or "function_call" in data:
         raise errors.invalid_request("functions and function_call are not supported, use tools instead")
@@ -319,14 +331,10 @@ def validate_chat_request(data: dict[str, Any], config: SimConfig | None = None)
     check_tools_allowed(info, bool(tools))
     tool_choice = data.get("tool_choice")
     check_tool_choice(tool_choice, info, thinking.enabled)
-    if config is None or config.strict_conversations:
+    if tool_traffic and (config is None or config.strict_conversations):
         check_conversation(messages, thinking.enabled)
 
-    prompt_tokens = estimate_message_tokens(messages)
-    if prompt_tokens > info.context_length:
-        raise errors.bad_request("Input token length too long")
-    if max_tokens is not None and prompt_tokens + max_tokens > info.context_length:
-        raise errors.bad_request(f"Your request exceeded model token limit : {info.context_length}")
+    prompt_tokens = _prompt_tokens(info, messages, max_tokens)
 
     return ChatRequest(
         model=info if info.reasoning == thinking.enabled else replace(info, reasoning=thinking.enabled),
@@ -341,4 +349,43 @@ def validate_chat_request(data: dict[str, Any], config: SimConfig | None = None)
         tool_choice=tool_choice,
         response_format=response_format,
         keep_all_reasoning=thinking.keep_all,
+    )
+
+
+_PLAIN_KEYS = frozenset({"model", "messages"})
+"""A body with only these keys takes ``_plain_request``: every other parameter at its default."""
+
+
+def _prompt_tokens(info: ModelInfo, messages: list[dict[str, Any]], max_tokens: int | None) -> int:
+    """The request's estimated prompt tokens, or the 400 Kimi sends when they (and ``max_tokens``) do not fit."""
+    prompt_tokens = estimate_message_tokens(messages)
+    if prompt_tokens > info.context_length:
+        raise errors.bad_request("Input token length too long")
+    if max_tokens is not None and prompt_tokens + max_tokens > info.context_length:
+        raise errors.bad_request(f"Your request exceeded model token limit : {info.context_length}")
+    return prompt_tokens
+
+
+def _plain_request(
+    info: ModelInfo, messages: list[dict[str, Any]], tool_traffic: bool, config: SimConfig | None
+) -> ChatRequest:
+    """``validate_chat_request`` for a body of only model and messages (most traffic), with the same answers.
+
+    No sampling value, tool, tool_choice, format, stop or thinking was sent, so those checks cannot fail:
+    thinking is the model's default, n is 1, and only the conversation rules and the context length remain.
+    """
+    thinking = info.thinks(None)
+    if tool_traffic and (config is None or config.strict_conversations):
+        check_conversation(messages, thinking)
+    return ChatRequest(
+        model=info if info.reasoning == thinking else replace(info, reasoning=thinking),
+        messages=messages,
+        prompt_tokens=_prompt_tokens(info, messages, None),
+        max_tokens=None,
+        n=1,
+        stream=False,
+        include_usage=False,
+        stop=[],
+        tools=[],
+        tool_choice=None,
     )
