@@ -177,8 +177,6 @@ def build_parse_request(
     """
     if not model:
         raise InvalidArgumentError("model is required for a structured answer, e.g. model='kimi-k2.6'")
-    if isinstance(target, Mapping):
-        _compiled(target)  # a schema our validator cannot use is refused before a request is paid for
     if not messages:
         raise InvalidArgumentError("messages must not be empty: say what the JSON answer should contain")
     if messages[-1].get("partial"):
@@ -193,6 +191,8 @@ def build_parse_request(
     from kimiflow.core.schema import to_mfjs
 
     schema = to_mfjs(target)
+    if isinstance(target, Mapping):
+        _compiled(target)  # a schema our validator cannot use is refused before a request is paid for
     schema_name = _NAME_CHARS.sub("_", name or _type_name(target))[:64] or "answer"
     out = [dict(m) for m in messages]
     if chosen == "json_schema":
