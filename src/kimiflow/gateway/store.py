@@ -16,18 +16,15 @@ process); a serving gateway polls it to pick up changes within a second.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
-from kimiflow.gateway.keys import KeyLimits, KeyRecord
-from kimiflow.gateway.stores.base import USAGE_GROUPS, GatewayStore, LedgerRow, utc_day
+from kimiflow.gateway.stores.base import LEDGER_COLUMNS, USAGE_GROUPS, GatewayStore, LedgerRow, SQLStore, utc_day
 
 __all__ = ["MIGRATIONS", "USAGE_GROUPS", "GatewayStore", "LedgerRow", "SQLiteStore", "is_postgres_url", "open_store",
            "sqlite_path", "state_path", "utc_day"]
@@ -97,13 +94,8 @@ def sqlite_path(url: str) -> Path:
     return Path(url).expanduser()
 
 
-_LEDGER_COLUMNS = (
-    "request_id, ts, key_id, model, status, prompt_tokens, cached_tokens, completion_tokens, cost_cny, "
-    "latency_ms, ttft_ms, upstream_request_id, ended, usage_source"
-)
 
-
-class SQLiteStore:
+class SQLiteStore(SQLStore):
     """The embedded store in one SQLite file.
 
     >>> store = SQLiteStore(Path("gateway.sqlite"))
@@ -123,110 +115,29 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
     def _migrate(self) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version > len(MIGRATIONS):
-                    raise ConfigError(
-                        f"the gateway database {self.path} was written by a newer kimiflow (schema {version}); upgrade kimiflow"
-                    )
-                for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
-                    migration(self._db)
-                    self._db.execute(f"PRAGMA user_version = {number}")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-
-    # -- keys ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _record(row: Sequence[Any]) -> KeyRecord:
-        raw = msgspec.json.decode(row[4])
-        raw["models"] = tuple(raw.get("models") or ())
-        return KeyRecord(id=row[0], name=row[1], key_hash=row[2], display=row[3], limits=KeyLimits(**raw),
-                         created=row[5], revoked=row[6])
-
-    def _bump(self) -> None:
-        self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'")
-
-    def _audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO audit (ts, actor, action, key_id, details) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), actor, action, key_id, msgspec.json.encode(details).decode()),
-        )
-
-    def create_key(self, record: KeyRecord, *, actor: str) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (record.id, record.name, record.key_hash, record.display,
-                     msgspec.json.encode(record.limits.to_dict()).decode(), record.created, record.revoked),
+        with self._lock, self._transaction():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise ConfigError(
+                    f"the gateway database {self.path} was written by a newer kimiflow (schema {version}); upgrade kimiflow"
                 )
-            except sqlite3.IntegrityError:
-                self._db.execute("ROLLBACK")
-                raise InvalidArgumentError(
-                    f"a key named {record.name!r} already exists; pick another name or update that key"
-                ) from None
-            self._bump()
-            self._audit(actor, "keys.create", record.id, {"name": record.name, "limits": record.limits.to_dict()})
-            self._db.execute("COMMIT")
-
-    def _require(self, name: str) -> KeyRecord:
-        row = self._db.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            raise InvalidArgumentError(f"no key named {name!r}; `kimiflow gateway keys list` shows the names")
-        return self._record(row)
-
-    def update_key(self, name: str, limits: KeyLimits, *, actor: str) -> KeyRecord:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                record = self._require(name)
-                self._db.execute("UPDATE keys SET limits = ? WHERE id = ?",
-                                 (msgspec.json.encode(limits.to_dict()).decode(), record.id))
-                self._bump()
-                self._audit(actor, "keys.update", record.id, {"name": name, "limits": limits.to_dict()})
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return KeyRecord(record.id, record.name, record.key_hash, record.display, limits, record.created, record.revoked)
-
-    def revoke_key(self, name: str, *, actor: str) -> KeyRecord:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                record = self._require(name)
-                revoked = record.revoked if record.revoked is not None else time.time()
-                self._db.execute("UPDATE keys SET revoked = ? WHERE id = ?", (revoked, record.id))
-                self._bump()
-                self._audit(actor, "keys.revoke", record.id, {"name": name})
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return KeyRecord(record.id, record.name, record.key_hash, record.display, record.limits, record.created, revoked)
-
-    def get_key(self, name: str) -> KeyRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM keys WHERE name = ?", (name,)).fetchone()
-        return None if row is None else self._record(row)
-
-    def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
-        query = "SELECT * FROM keys" + ("" if include_revoked else " WHERE revoked IS NULL") + " ORDER BY created, name"
-        with self._lock:
-            rows = self._db.execute(query).fetchall()
-        return [self._record(row) for row in rows]
-
-    def keys_version(self) -> int:
-        with self._lock:
-            value: int = self._db.execute("SELECT value FROM meta WHERE name = 'keys_version'").fetchone()[0]
-        return value
+            for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+                migration(self._db)
+                self._db.execute(f"PRAGMA user_version = {number}")
 
     # -- ledger --------------------------------------------------------------------------------
 
@@ -237,66 +148,45 @@ class SQLiteStore:
         A few statements per batch, not per row: the ids already stored are looked up once, the new
         rows go in with one ``executemany`` and the rollups are summed here first.
         """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seen: set[str] = set()
-                ids = [row.request_id for row in rows]
-                for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
-                    chunk = ids[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    seen.update(r[0] for r in self._db.execute(
-                        f"SELECT request_id FROM ledger WHERE request_id IN ({marks})", chunk))
-                fresh: list[LedgerRow] = []
-                for row in rows:
-                    if row.request_id not in seen:
-                        seen.add(row.request_id)  # a batch holding one id twice inserts it once
-                        fresh.append(row)
-                self._db.executemany(
-                    f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(r.request_id, r.ts, r.key_id, r.model, r.status, r.prompt_tokens, r.cached_tokens,
-                      r.completion_tokens, r.cost_cny, r.latency_ms, r.ttft_ms, r.upstream_request_id, r.ended,
-                      r.usage_source) for r in fresh],
-                )
-                sums: dict[tuple[str, str, str], list[float]] = {}
-                for r in fresh:
-                    total = sums.setdefault((utc_day(r.ts), r.key_id, r.model), [0, 0, 0, 0, 0, 0.0])
-                    total[0] += 1
-                    total[1] += r.status >= 400
-                    total[2] += r.prompt_tokens
-                    total[3] += r.cached_tokens
-                    total[4] += r.completion_tokens
-                    total[5] += r.cost_cny
-                self._db.executemany(
-                    """INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (day, key_id, model) DO UPDATE SET
-                         requests = requests + excluded.requests, errors = errors + excluded.errors,
-                         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                         cached_tokens = cached_tokens + excluded.cached_tokens,
-                         completion_tokens = completion_tokens + excluded.completion_tokens,
-                         cost_cny = cost_cny + excluded.cost_cny""",
-                    [(*group, int(t[0]), int(t[1]), int(t[2]), int(t[3]), int(t[4]), t[5]) for group, t in sums.items()],
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            seen: set[str] = set()
+            ids = [row.request_id for row in rows]
+            for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                seen.update(r[0] for r in self._db.execute(
+                    f"SELECT request_id FROM ledger WHERE request_id IN ({marks})", chunk))
+            fresh: list[LedgerRow] = []
+            for row in rows:
+                if row.request_id not in seen:
+                    seen.add(row.request_id)  # a batch holding one id twice inserts it once
+                    fresh.append(row)
+            self._db.executemany(
+                f"INSERT OR IGNORE INTO ledger ({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.request_id, r.ts, r.key_id, r.model, r.status, r.prompt_tokens, r.cached_tokens,
+                  r.completion_tokens, r.cost_cny, r.latency_ms, r.ttft_ms, r.upstream_request_id, r.ended,
+                  r.usage_source) for r in fresh],
+            )
+            sums: dict[tuple[str, str, str], list[float]] = {}
+            for r in fresh:
+                total = sums.setdefault((utc_day(r.ts), r.key_id, r.model), [0, 0, 0, 0, 0, 0.0])
+                total[0] += 1
+                total[1] += r.status >= 400
+                total[2] += r.prompt_tokens
+                total[3] += r.cached_tokens
+                total[4] += r.completion_tokens
+                total[5] += r.cost_cny
+            self._db.executemany(
+                """INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (day, key_id, model) DO UPDATE SET
+                     requests = requests + excluded.requests, errors = errors + excluded.errors,
+                     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                     cached_tokens = cached_tokens + excluded.cached_tokens,
+                     completion_tokens = completion_tokens + excluded.completion_tokens,
+                     cost_cny = cost_cny + excluded.cost_cny""",
+                [(*group, int(t[0]), int(t[1]), int(t[2]), int(t[3]), int(t[4]), t[5]) for group, t in sums.items()],
+            )
         return len(fresh)
-
-    def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]:
-        query = f"SELECT {_LEDGER_COLUMNS} FROM ledger" + (" WHERE key_id = ?" if key_id else "") + " ORDER BY id"
-        with self._lock:
-            rows = self._db.execute(query, (key_id,) if key_id else ()).fetchall()
-        return [LedgerRow(*row) for row in rows]
-
-    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]:
-        """The latest requests that failed or did not end normally, newest first."""
-        query = (f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE (status >= 400 OR ended != 'ok')"
-                 + (" AND key_id = ?" if key_id else "") + " ORDER BY id DESC LIMIT ?")
-        params: tuple[Any, ...] = (key_id, limit) if key_id else (limit,)
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return [LedgerRow(*row) for row in rows]
 
     def spend_since(self, key_id: str, day: str) -> float:
         """CNY the key spent from UTC day ``day`` on (``""`` for all time), from the rollups."""
@@ -336,42 +226,6 @@ class SQLiteStore:
                          completion_tokens=row[6], cost_cny=round(row[7], 6))
             out.append(entry)
         return out
-
-    # -- files ---------------------------------------------------------------------------------
-
-    def add_file(self, file_id: str, key_id: str) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?)", (file_id, key_id, time.time()))
-
-    def file_owner(self, file_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT key_id FROM files WHERE file_id = ?", (file_id,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def files_of(self, key_id: str) -> set[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT file_id FROM files WHERE key_id = ?", (key_id,)).fetchall()
-        return {str(r[0]) for r in rows}
-
-    def remove_file(self, file_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM files WHERE file_id = ?", (file_id,))
-
-    # -- audit ---------------------------------------------------------------------------------
-
-    def audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None:
-        with self._lock:
-            self._audit(actor, action, key_id, details)
-
-    def audit_log(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT ts, actor, action, key_id, details FROM audit ORDER BY id").fetchall()
-        return [{"ts": r[0], "actor": r[1], "action": r[2], "key_id": r[3], "details": msgspec.json.decode(r[4])}
-                for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 def state_path(url: str, home: Path) -> Path:

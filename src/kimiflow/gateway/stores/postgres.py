@@ -16,20 +16,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgspec
-
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
-from kimiflow.gateway.keys import KeyLimits, KeyRecord
-from kimiflow.gateway.stores.base import USAGE_GROUPS, LedgerRow, utc_day
-
-_LEDGER_COLUMNS = (
-    "request_id, ts, key_id, model, status, prompt_tokens, cached_tokens, completion_tokens, cost_cny, "
-    "latency_ms, ttft_ms, upstream_request_id, ended, usage_source"
-)
+from kimiflow.gateway.stores.base import LEDGER_COLUMNS, USAGE_GROUPS, LedgerRow, SQLStore, utc_day
 
 _M1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
@@ -67,10 +60,10 @@ _WRITE = f"""
 WITH rows AS (
     SELECT * FROM unnest(%s::date[], %s::text[], %s::float8[], %s::text[], %s::text[], %s::int[], %s::bigint[], %s::bigint[],
                          %s::bigint[], %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::text[], %s::text[])
-        AS r(day, {_LEDGER_COLUMNS})
+        AS r(day, {LEDGER_COLUMNS})
 ), ins AS (
-    INSERT INTO ledger (day, {_LEDGER_COLUMNS})
-    SELECT day, {_LEDGER_COLUMNS} FROM rows
+    INSERT INTO ledger (day, {LEDGER_COLUMNS})
+    SELECT day, {LEDGER_COLUMNS} FROM rows
     ON CONFLICT (day, request_id) DO NOTHING
     RETURNING day, key_id, model, status, prompt_tokens, cached_tokens, completion_tokens, cost_cny
 ), up AS (
@@ -115,13 +108,17 @@ def _partition_name(day: date) -> str:
     return f"ledger_p{day:%Y%m%d}"
 
 
-class PostgresStore:
+class PostgresStore(SQLStore):
     """The gateway store in a PostgreSQL database.
 
     >>> store = PostgresStore("postgresql://gateway@127.0.0.1/gateway", retention_days=90)
     >>> store.list_keys()
     []
     """
+
+    _P = "%s"
+    _LEDGER_ORDER = "seq"
+    _LOCK_ROW = " FOR UPDATE"
 
     def __init__(self, url: str, *, retention_days: int | None = None) -> None:
         try:
@@ -150,6 +147,13 @@ class PostgresStore:
         except BaseException:
             self._db.close()
             raise
+
+    def _transaction(self) -> AbstractContextManager[Any]:
+        transaction: AbstractContextManager[Any] = self._db.transaction()
+        return transaction
+
+    def _is_duplicate(self, exc: Exception) -> bool:
+        return isinstance(exc, self._psycopg.errors.UniqueViolation)
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -224,81 +228,6 @@ class PostgresStore:
         self._partitions = {d for d in self._partitions if _partition_name(d) >= cutoff}
         return dropped
 
-    # -- keys ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _record(row: Sequence[Any]) -> KeyRecord:
-        raw = msgspec.json.decode(row[4])
-        raw["models"] = tuple(raw.get("models") or ())
-        return KeyRecord(id=row[0], name=row[1], key_hash=row[2], display=row[3], limits=KeyLimits(**raw),
-                         created=row[5], revoked=row[6])
-
-    def _bump(self) -> None:
-        self._db.execute("UPDATE meta SET value = value + 1 WHERE name = 'keys_version'")
-
-    def _audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO audit (ts, actor, action, key_id, details) VALUES (%s, %s, %s, %s, %s)",
-            (time.time(), actor, action, key_id, msgspec.json.encode(details).decode()),
-        )
-
-    def create_key(self, record: KeyRecord, *, actor: str) -> None:
-        with self._lock:
-            try:
-                with self._db.transaction():
-                    self._db.execute(
-                        "INSERT INTO keys VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                        (record.id, record.name, record.key_hash, record.display,
-                         msgspec.json.encode(record.limits.to_dict()).decode(), record.created, record.revoked),
-                    )
-                    self._bump()
-                    self._audit(actor, "keys.create", record.id, {"name": record.name, "limits": record.limits.to_dict()})
-            except self._psycopg.errors.UniqueViolation:
-                raise InvalidArgumentError(
-                    f"a key named {record.name!r} already exists; pick another name or update that key"
-                ) from None
-
-    def _require(self, name: str) -> KeyRecord:
-        row = self._db.execute("SELECT * FROM keys WHERE name = %s FOR UPDATE", (name,)).fetchone()
-        if row is None:
-            raise InvalidArgumentError(f"no key named {name!r}; `kimiflow gateway keys list` shows the names")
-        return self._record(row)
-
-    def update_key(self, name: str, limits: KeyLimits, *, actor: str) -> KeyRecord:
-        with self._lock, self._db.transaction():
-            record = self._require(name)
-            self._db.execute("UPDATE keys SET limits = %s WHERE id = %s",
-                             (msgspec.json.encode(limits.to_dict()).decode(), record.id))
-            self._bump()
-            self._audit(actor, "keys.update", record.id, {"name": name, "limits": limits.to_dict()})
-        return KeyRecord(record.id, record.name, record.key_hash, record.display, limits, record.created, record.revoked)
-
-    def revoke_key(self, name: str, *, actor: str) -> KeyRecord:
-        with self._lock, self._db.transaction():
-            record = self._require(name)
-            revoked = record.revoked if record.revoked is not None else time.time()
-            self._db.execute("UPDATE keys SET revoked = %s WHERE id = %s", (revoked, record.id))
-            self._bump()
-            self._audit(actor, "keys.revoke", record.id, {"name": name})
-        return KeyRecord(record.id, record.name, record.key_hash, record.display, record.limits, record.created, revoked)
-
-    def get_key(self, name: str) -> KeyRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM keys WHERE name = %s", (name,)).fetchone()
-        return None if row is None else self._record(row)
-
-    def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
-        query = "SELECT * FROM keys" + ("" if include_revoked else " WHERE revoked IS NULL") + " ORDER BY created, name"
-        with self._lock:
-            rows = self._db.execute(query).fetchall()
-        return [self._record(row) for row in rows]
-
-    def keys_version(self) -> int:
-        """A counter every key change bumps, read fresh from the server (one indexed row)."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE name = 'keys_version'").fetchone()
-        return int(row[0]) if row else 0
-
     # -- ledger --------------------------------------------------------------------------------
 
     def write_ledger(self, rows: Sequence[LedgerRow]) -> int:
@@ -333,21 +262,6 @@ class PostgresStore:
                 self._retention_checked = today
                 self._drop_before(_partition_name(today - timedelta(days=self.retention_days - 1)))
         return int(result[0]) if result else 0
-
-    def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]:
-        query = f"SELECT {_LEDGER_COLUMNS} FROM ledger" + (" WHERE key_id = %s" if key_id else "") + " ORDER BY seq"
-        with self._lock:
-            rows = self._db.execute(query, (key_id,) if key_id else ()).fetchall()
-        return [LedgerRow(*row) for row in rows]
-
-    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]:
-        """The latest requests that failed or did not end normally, newest first."""
-        query = (f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE (status >= 400 OR ended != 'ok')"
-                 + (" AND key_id = %s" if key_id else "") + " ORDER BY seq DESC LIMIT %s")
-        params: tuple[Any, ...] = (key_id, limit) if key_id else (limit,)
-        with self._lock:
-            rows = self._db.execute(query, params).fetchall()
-        return [LedgerRow(*row) for row in rows]
 
     def spend_since(self, key_id: str, day: str) -> float:
         """CNY the key spent from UTC day ``day`` on (``""`` for all time), from the rollups."""
@@ -399,42 +313,3 @@ class PostgresStore:
             out.append(entry)
         return out
 
-    # -- files ---------------------------------------------------------------------------------
-
-    def add_file(self, file_id: str, key_id: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO files VALUES (%s, %s, %s) ON CONFLICT (file_id) DO UPDATE SET key_id = excluded.key_id, "
-                "created = excluded.created",
-                (file_id, key_id, time.time()),
-            )
-
-    def file_owner(self, file_id: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT key_id FROM files WHERE file_id = %s", (file_id,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def files_of(self, key_id: str) -> set[str]:
-        with self._lock:
-            rows = self._db.execute("SELECT file_id FROM files WHERE key_id = %s", (key_id,)).fetchall()
-        return {str(r[0]) for r in rows}
-
-    def remove_file(self, file_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM files WHERE file_id = %s", (file_id,))
-
-    # -- audit ---------------------------------------------------------------------------------
-
-    def audit(self, actor: str, action: str, key_id: str | None, details: dict[str, Any]) -> None:
-        with self._lock:
-            self._audit(actor, action, key_id, details)
-
-    def audit_log(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT ts, actor, action, key_id, details FROM audit ORDER BY id").fetchall()
-        return [{"ts": r[0], "actor": r[1], "action": r[2], "key_id": r[3], "details": msgspec.json.decode(r[4])}
-                for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
