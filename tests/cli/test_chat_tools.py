@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import pexpect
 import pytest
 
 from kimiflow.cli.logstore import LogStore
+from tests.cli.sim_process import KIMIFLOW, sim_process
 
-KIMIFLOW = str(Path(sys.executable).with_name("kimiflow"))
 TOOLS = '''
 CALLS = []
 
@@ -36,17 +35,8 @@ NOT_A_FUNCTION = 3
 
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[tuple[str, str]]:
-    server = pexpect.spawn(KIMIFLOW, ["sim", "--port", "0"], encoding="utf-8", timeout=15,
-                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        server.expect(r"listening on (http://127\.0\.0\.1:\d+/v1)")
-        base_url = server.match.group(1)
-        server.expect(r"API key: (\S+)")
-        yield base_url, server.match.group(1)
-    finally:
-        server.sendintr()
-        server.expect(pexpect.EOF, timeout=10)
-        server.close()
+    with sim_process() as found:
+        yield found
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pexpect
 import pytest
 
 from kimiflow.cli.logstore import LogStore
+from tests.cli.sim_process import KIMIFLOW, sim_process
 
-KIMIFLOW = str(Path(sys.executable).with_name("kimiflow"))
 ESCAPE = r"\x1b\[[0-9;?]*[A-Za-z]"
 # prompt_toolkit draws the prompt at the start of a line, after a few terminal control sequences.
 PROMPT = rf"\n(?:{ESCAPE})*> ?"
@@ -30,17 +29,8 @@ def _visible(text: str) -> str:
 @pytest.fixture
 def realistic_sim(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """``kimiflow sim --latency realistic`` on a free port: ~0.5 s to the first token, ~60 tokens/s."""
-    server = pexpect.spawn(KIMIFLOW, ["sim", "--port", "0", "--latency", "realistic"], encoding="utf-8",
-                           timeout=15, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        server.expect(r"listening on (http://127\.0\.0\.1:\d+/v1)")
-        base_url = server.match.group(1)
-        server.expect(r"API key: (\S+)")
-        yield base_url, server.match.group(1)
-    finally:
-        server.sendintr()
-        server.expect(pexpect.EOF, timeout=10)
-        server.close()
+    with sim_process("--latency", "realistic") as found:
+        yield found
 
 
 def test_interactive_chat_in_a_terminal(realistic_sim, tmp_path: Path) -> None:
