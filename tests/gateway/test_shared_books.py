@@ -24,7 +24,7 @@ from kimiflow.gateway.manage import secret_path
 from kimiflow.gateway.proxy import _worst_prompt
 from kimiflow.gateway.shared import SharedBooks
 from kimiflow.gateway.store import SQLiteStore
-from kimiflow.sim import LatencyModel, Simulator
+from kimiflow.sim import FAULT_HEADER, LatencyModel, Simulator
 from tests.gateway.conftest import ADMIN_TOKEN, RunningGateway, start_gateway
 from tests.redis_server import RedisServer, free_port
 
@@ -243,3 +243,25 @@ def test_a_dead_replicas_slot_and_reservation_come_back_after_the_lease(sim: Sim
     assert status == 429 and body["error"]["type"] in ("exceeded_current_quota_error", "rate_limit_reached_error")
     time.sleep(1.2)
     assert [s for s, _, _ in asyncio.run(_spread((two,), key, 1))] == [200]
+
+
+def test_a_429_through_one_replica_pauses_the_account_on_the_other(sim: Simulator, redis_url: str,
+                                                                   pair: Pair) -> None:
+    one, two = pair(sim, redis_url, tier=1)
+    key = _key_on_both(one, two, "crm")
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {key}", FAULT_HEADER: "429-retry-after"}
+            async with http.post(one.base_url + "/chat/completions", json=BODY, headers=headers) as r:
+                assert r.status == 429 and "Retry-After" in r.headers
+                pause = float(r.headers["Retry-After"])
+            before = sim.stats.requests
+            status, body, answer_headers = await _post(http, two, key)
+            assert status == 429 and "paused after Kimi answered 429 (account tier)" in body["error"]["message"]
+            assert 1 <= int(answer_headers["Retry-After"]) <= pause + 1
+            assert sim.stats.requests == before, "the paused account sent nothing to Kimi"
+            await asyncio.sleep(pause + 0.2)
+            assert (await _post(http, two, key))[0] == 200
+
+    asyncio.run(run())
