@@ -23,7 +23,7 @@ import pytest
 
 from kimiflow.sim import Simulator
 from tests.gateway.conftest import ADMIN_TOKEN
-from tests.gateway.procs import GatewayCluster, GatewayProcess
+from tests.gateway.procs import GatewayCluster, GatewayProcess, Process
 from tests.redis_server import RedisServer, free_port
 
 BODY: dict[str, Any] = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 16}
@@ -143,6 +143,10 @@ class Admissions:
             await asyncio.sleep(self.every)
         self.samples.append((time.monotonic(), self.now()))
 
+    def at(self, moment: float) -> int:
+        """Admissions counted by the last sample taken no later than ``moment``."""
+        return max((n for t, n in self.samples if t <= moment), default=0)
+
     def busiest(self, span: float) -> int:
         """The most admissions certainly inside one ``span``-second window (between two samples)."""
         best, j = 0, 0
@@ -186,6 +190,10 @@ def done_lines(path: Path) -> int:
 # -- 1 + 2: one key's RPM and the account's tier, across three gateways and a batch ---------------
 
 LOAD_SECONDS = 65.0
+ACCOUNT_RPM = 196
+"""Tier 1's 200 RPM less kimiflow's 2 % margin (``RateLimits.margin``): what the gateways fill."""
+BATCH_CEILING = 177
+"""The batch class fills at most 90 % of that (``PRIORITY_SHARE``): 196 - floor(19.6)."""
 
 
 @pytest.mark.timeout(180)
@@ -209,45 +217,52 @@ def test_three_gateways_and_a_batch_share_one_keys_rpm_and_one_accounts_tier(
     source, output = batch_lines(tmp_path / "tickets.jsonl", 600), tmp_path / "classified.jsonl"
     admissions = Admissions(sim)
 
-    async def run() -> tuple[float, float, list[Answer]]:
+    async def run() -> tuple[float, float, list[Answer], Process]:
         async with Load(gateways) as load:
             t0 = time.monotonic()
             end = t0 + LOAD_SECONDS
             sampler = asyncio.create_task(admissions.sample(end))
             load.start("a", key_a, 8, end)
             await until(lambda: len(load.of("a", 200)) >= 100, 15, "key A's first 100 requests")
-            cluster.run("batch", ["batch", str(source), "-o", str(output), "--tier", "1", "--limits", redis_server.url,
+            batch = cluster.run("batch", ["batch", str(source), "-o", str(output), "--tier", "1", "--limits", redis_server.url,
                                   "-m", "moonshot-v1-8k", "--max-tokens", "16", "--quiet"])
             await until(lambda: admissions.now() > len(load.of("a", 200)), 20, "the batch's first request")
             b_start = time.monotonic()
             load.start("b", key_b, 12, end)
             await load.wait(end - time.monotonic() + 30)
             await sampler
-        return t0, b_start, load.answers
+        return t0, b_start, load.answers, batch
 
-    t0, b_start, answers = asyncio.run(run())
-    batch = cluster.processes[-1]
+    t0, b_start, answers, batch = asyncio.run(run())
     batch_exit = batch.stop(signal.SIGINT, timeout=40)
     a_all = [a for a in answers if a.key == "a"]
     a_ok = [a for a in a_all if a.status == 200]
     b_all = [a for a in answers if a.key == "b"]
     first_minute = [a for a in a_ok if a.sent < t0 + WINDOW]
+    b_first_minute = [a for a in b_all if a.status == 200 and a.sent < t0 + WINDOW]
+    batch_first_minute = admissions.at(t0 + WINDOW) - len(first_minute) - len(b_first_minute)
     figures = {
         "key A 200s in the first 60 s": len(first_minute), "key A most in one 60 s window": most_in_one_window(a_ok),
         "key A requests": len(a_all), "key B 200s": sum(a.status == 200 for a in b_all), "key B requests": len(b_all),
         "sim admitted, busiest 60 s": admissions.busiest(WINDOW), "sim 429s": sim.stats.rate_limited,
         "sim by status": dict(sim.stats.by_status), "batch lines done": done_lines(output), "batch exit": batch_exit,
-        "key B joined after (s)": round(b_start - t0, 2),
+        "key B joined after (s)": round(b_start - t0, 2), "key B 200s in the first 60 s": len(b_first_minute),
+        "batch admitted in the first 60 s": batch_first_minute,
     }
     print(figures)
     assert 99 <= len(first_minute) <= 101, figures
+    assert {a.gateway for a in first_minute} == {0, 1, 2}, "key A's answers did not come from all three gateways"
     assert most_in_one_window(a_ok) <= 100, figures
     refused = [a for a in a_all + b_all if a.status != 200]
     assert refused and all(a.status == 429 and a.retry_after and int(a.retry_after) >= 1 for a in refused), \
         {(a.status, a.retry_after, a.body[:200]) for a in refused if a.status != 429 or not a.retry_after}
     assert sim.stats.rate_limited == 0 and sim.stats.by_status.get(429, 0) == 0, figures
     assert admissions.busiest(WINDOW) >= 0.95 * 200, figures
-    assert done_lines(output) >= 1, (figures, batch.stderr()[-2000:])
+    assert done_lines(output) >= 1 and batch_exit == 130, (figures, batch.stderr()[-2000:])  # 130: stopped by Ctrl-C
+    # Near the limit the batch yields first: it stops at its ceiling (key A's 100 came before it),
+    # and key B's interactive requests take the rest of the account's minute. (1 for the edges.)
+    assert len(first_minute) + batch_first_minute <= BATCH_CEILING + 1, figures
+    assert len(b_first_minute) >= ACCOUNT_RPM - BATCH_CEILING - 1, figures
 
 
 # -- helpers for the short tests ------------------------------------------------------------------
@@ -391,7 +406,9 @@ def test_without_redis_fail_closed_refuses_with_503_and_local_share_serves_a_thi
     assert outcome["reached"] == 0, "a fail-closed gateway sent requests to Kimi without its limits"
     assert [r.status for r in shared] == [200] * 10 + [429] * 5, [(r.status, r.message()) for r in shared]
     assert all(r.headers.get("Retry-After") for r in shared[10:])
-    assert "WARNING" in local.stderr() and "unreachable" in local.stderr(), local.stderr()[-2000:]
+    # serve logs WARNING and above (the access log aside), so a line of kimiflow.gateway.shared is a warning.
+    warnings = [line for line in local.stderr().splitlines() if " kimiflow.gateway.shared " in line]
+    assert any("unreachable" in line and "divided by 3" in line for line in warnings), local.stderr()[-2000:]
 
 
 # -- 5: key changes through one replica reach the others ------------------------------------------
