@@ -269,6 +269,12 @@ class Books:
         if self.account is not None and grant.account_ticket is not None:
             self.account.settle(grant.account_ticket, tokens, now)
 
+    def add_spent(self, key_id: str, cost_cny: float) -> None:
+        """Count a cost settled elsewhere (the shared books) in this process's figures for the key."""
+        book = self._keys.get(key_id)
+        if book is not None:
+            book.spent += cost_cny
+
     def release(self, grant: Grant) -> None:
         """Free the request's concurrency slots (idempotent)."""
         if grant.released:

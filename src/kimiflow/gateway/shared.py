@@ -162,9 +162,7 @@ class SharedBooks:
         if grant.settled:
             return
         grant.settled, grant.tokens, grant.cost_cny = True, tokens, cost_cny
-        book = self.local._keys.get(grant.key_id)
-        if book is not None:
-            book.spent += cost_cny  # what the page and /admin/ show for this replica until the next load
+        self.local.add_spent(grant.key_id, cost_cny)  # what the page and /admin/ show until the next load
 
     def release(self, grant: Grant | SharedGrant) -> None:
         if isinstance(grant, Grant):
