@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
+from kimiflow.gateway.keys import load_or_create_secret
 from kimiflow.gateway.stores.base import LEDGER_COLUMNS, USAGE_GROUPS, GatewayStore, LedgerRow, SQLStore, utc_day
 
 __all__ = ["MIGRATIONS", "USAGE_GROUPS", "GatewayStore", "LedgerRow", "SQLiteStore", "is_postgres_url", "open_store",
@@ -127,6 +128,11 @@ class SQLiteStore(SQLStore):
 
     def _is_duplicate(self, exc: Exception) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
+
+    def key_secret(self, fallback_file: Path) -> bytes:
+        """The secret stays in its own file beside the database (mode 0600), created on first use: the
+        database file alone is not enough to test guessed keys, and every process using it is on this machine."""
+        return load_or_create_secret(fallback_file)
 
     def _migrate(self) -> None:
         with self._lock, self._transaction():
