@@ -13,8 +13,9 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import pytest
 
-from kimiflow.gateway import REQUEST_ID_HEADER
+from kimiflow.gateway import REQUEST_ID_HEADER, ledger
 from kimiflow.gateway.ledger import LedgerWriter, journal_path
 from kimiflow.gateway.store import LedgerRow, SQLiteStore, state_path
 from kimiflow.sim import LatencyModel, Simulator
@@ -34,7 +35,9 @@ def _line(row: LedgerRow) -> bytes:
 def _die(writer: LedgerWriter) -> None:
     """What ``kill -9`` leaves: the journal files as they are, the lock released by the kernel."""
     assert writer._task is not None and writer._fd is not None and writer._lock_fd is not None
+    assert writer._adopter is not None
     writer._task.cancel()
+    writer._adopter.cancel()
     os.close(writer._fd)
     os.close(writer._lock_fd)
     writer._executor.shutdown()
@@ -71,6 +74,37 @@ def test_recover_replays_dead_journals_and_leaves_a_live_one_alone(tmp_path: Pat
 
     asyncio.run(run())
     assert len(store.ledger_rows()) == 12
+    assert not list(tmp_path.glob("g.sqlite.ledger-journal*"))
+    store.close()
+
+
+def test_a_running_writer_adopts_the_journal_of_one_that_died_beside_it(tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No restart needed: the survivor commits a dead sibling's rows itself (and keeps its own journal)."""
+    monkeypatch.setattr(ledger, "ADOPT_SECONDS", 0.05)
+    db = tmp_path / "g.sqlite"
+    store = SQLiteStore(db)
+    journal = journal_path(db)
+
+    async def run() -> None:
+        survivor, dead = LedgerWriter(store, journal), LedgerWriter(store, journal)
+        survivor.start()
+        dead.start()
+        for n in range(5):
+            dead.durable(_row(n))
+        _die(dead)
+        survivor.durable(_row(50))
+        for _ in range(200):
+            if survivor.recovered_rows == 5 and survivor.pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert survivor.recovered_rows == 5
+        assert list(tmp_path.glob(f"g.sqlite.ledger-journal.{dead._owner}.*")) == []
+        assert len(list(tmp_path.glob(f"g.sqlite.ledger-journal.{survivor._owner}.*"))) == 2
+        await survivor.close()
+
+    asyncio.run(run())
+    assert sorted(r.request_id for r in store.ledger_rows()) == ["gw-0", "gw-1", "gw-2", "gw-3", "gw-4", "gw-50"]
     assert not list(tmp_path.glob("g.sqlite.ledger-journal*"))
     store.close()
 

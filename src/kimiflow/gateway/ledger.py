@@ -20,9 +20,9 @@ The journal is truncated whenever every row written to it is committed.
 Several processes may share one state path (two gateways on one SQLite file, or on one PostgreSQL
 URL with one ``KIMIFLOW_HOME``). Each process journals into files of its own,
 ``<journal>.<owner>.<N>``, and holds an exclusive ``flock`` on ``<journal>.<owner>.lock`` for as
-long as it runs. At start-up, ``recover()`` commits what every journal of that state path whose
-lock it can take still holds (a process that died: the kernel released its lock), then removes
-those files; a live process's journal is never touched. ``request_id`` is unique and rows are
+long as it runs. At start-up, and every ``ADOPT_SECONDS`` while it runs, ``recover()`` commits what
+every other journal of that state path whose lock it can take still holds (a process that died:
+the kernel released its lock), then removes those files; a live process's journal is never touched. ``request_id`` is unique and rows are
 inserted idempotently, so replaying a row that was already committed adds nothing. A line cut
 short by the kill (never one whose write returned) is skipped.
 """
@@ -49,6 +49,9 @@ LINGER_SECONDS = 0.05
 """How long the writer gathers rows before a commit. Durability comes from the journal, so waiting
 costs no caller anything, and one commit per 50 ms keeps the worker thread (and its GIL hand-offs)
 out of the event loop's way."""
+ADOPT_SECONDS = 5.0
+"""How often a running writer looks for journals left by processes that died beside it (same state
+path) and commits them, so their rows need not wait for a restart."""
 RETRY_MAX_SECONDS = 1.0
 """The longest pause between two attempts at a commit that keeps failing (it starts at 50 ms)."""
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -102,6 +105,7 @@ class LedgerWriter:
         self._queue: asyncio.Queue[tuple[LedgerRow, int] | None] = asyncio.Queue()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimiflow-ledger")
         self._task: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None
         self._fd: int | None = None
         self._owner: str | None = None
         self._lock_fd: int | None = None
@@ -221,6 +225,17 @@ class LedgerWriter:
             self._open_segment(0)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="kimiflow-ledger-writer")
+        if self.journal is not None and self._adopter is None:
+            self._adopter = asyncio.get_running_loop().create_task(self._adopt(), name="kimiflow-ledger-adopt")
+
+    async def _adopt(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ADOPT_SECONDS)
+            try:
+                await loop.run_in_executor(self._executor, self.recover)
+            except Exception as exc:  # the database is away for a moment: the journal waits, try again later
+                log.warning("ledger: committing the journal of a stopped process failed (tried again later): %s", exc)
 
     def submit(self, row: LedgerRow) -> None:
         """Queue ``row`` for the next batch commit."""
@@ -310,6 +325,13 @@ class LedgerWriter:
 
     async def close(self, timeout: float = 10.0) -> None:
         """Commit everything queued, then stop (waits at most ``timeout`` seconds)."""
+        if self._adopter is not None:
+            self._adopter.cancel()
+            try:
+                await self._adopter
+            except asyncio.CancelledError:
+                pass
+            self._adopter = None
         if self._task is not None:
             self._queue.put_nowait(None)
             try:

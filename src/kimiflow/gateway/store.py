@@ -235,7 +235,8 @@ class SQLiteStore(SQLStore):
 
 
 def state_path(url: str, home: Path) -> Path:
-    """The local file the gateway keeps beside its database (key secret, ledger journal derive from it).
+    """The local path the gateway's own files derive from: the ledger journals (one per process, see
+    ``kimiflow.gateway.ledger``) and, for SQLite, the key secret (PostgreSQL keeps it in the database).
 
     For SQLite it is the database file itself; for PostgreSQL a file under ``home`` named after the
     server and database (never the password), so one machine can serve several databases.
