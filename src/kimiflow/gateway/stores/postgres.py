@@ -13,18 +13,18 @@ partitions older than that many days (rollups are kept, so usage totals survive)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
-from kimiflow.gateway.keys import SECRET_BYTES, KeyRecord, new_secret, read_secret
+from kimiflow.gateway.keys import SECRET_BYTES, KeyLimits, KeyRecord, new_secret, read_secret
 from kimiflow.gateway.stores.base import LEDGER_COLUMNS, USAGE_GROUPS, LedgerRow, SQLStore, utc_day
 
 log = logging.getLogger("kimiflow.gateway.store")
@@ -152,6 +152,7 @@ class PostgresStore(SQLStore):
         self._retention_checked: date | None = None
         self._secret: bytes | None = None
         self._closed = False
+        self._tx = threading.local()  # commit_sent: of this thread's last key change
         self.reconnects = 0
         try:
             self._conn = self._connect()
@@ -190,24 +191,58 @@ class PostgresStore(SQLStore):
     def _retry(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``call`` once more on a new connection if it failed because the connection was lost.
 
-        Only for reads and for the idempotent ledger write; a key change that failed that way is
-        reported (it may or may not have been committed) and the next call reconnects.
+        For reads and idempotent writes (the ledger, files); key changes use ``_retry_unsent``.
         """
         try:
             return call(*args, **kwargs)
         except self._psycopg.OperationalError as exc:
             if self._closed or not self._conn.closed:
                 raise
-            log.warning("gateway store: PostgreSQL connection lost (%s); trying again on a new one",
-                        " ".join(str(exc).split()))
+            log.info("gateway store: PostgreSQL connection lost (%s); trying again on a new one",
+                     " ".join(str(exc).split()))
         return call(*args, **kwargs)
+
+    def _retry_unsent(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like ``_retry``, for a change that must not happen twice: tried again only if the connection
+        was lost before its ``COMMIT`` was sent (an idle connection the server dropped, say); a loss
+        during the commit is reported, since the change may or may not have been made."""
+        try:
+            return call(*args, **kwargs)
+        except self._psycopg.OperationalError as exc:
+            if self._closed or not self._conn.closed or getattr(self._tx, "commit_sent", True):
+                raise
+            log.info("gateway store: PostgreSQL connection lost before a commit (%s); trying again on a new one",
+                     " ".join(str(exc).split()))
+        return call(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._tx.commit_sent = False
+        with self._db.transaction():
+            yield
+            self._tx.commit_sent = True  # from here on the server may have committed, whatever comes back
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._conn.close()
 
-    # Reads are retried once on a new connection when the old one was lost.
+    # Retried once on a new connection when the old one was lost.
+    def create_key(self, record: KeyRecord, *, actor: str) -> None:
+        self._retry_unsent(super().create_key, record, actor=actor)
+
+    def update_key(self, name: str, limits: KeyLimits, *, actor: str) -> KeyRecord:
+        return self._retry_unsent(super().update_key, name, limits, actor=actor)
+
+    def revoke_key(self, name: str, *, actor: str) -> KeyRecord:
+        return self._retry_unsent(super().revoke_key, name, actor=actor)
+
+    def add_file(self, file_id: str, key_id: str) -> None:
+        self._retry(super().add_file, file_id, key_id)
+
+    def remove_file(self, file_id: str) -> None:
+        self._retry(super().remove_file, file_id)
+
     def get_key(self, name: str) -> KeyRecord | None:
         return self._retry(super().get_key, name)
 
@@ -267,10 +302,6 @@ class PostgresStore(SQLStore):
             log.warning("gateway store: %s differs from the key secret kept in the database; the database's is used "
                         "(keys hashed with that file's secret are not recognised)", fallback_file)
         return secret
-
-    def _transaction(self) -> AbstractContextManager[Any]:
-        transaction: AbstractContextManager[Any] = self._db.transaction()
-        return transaction
 
     def _is_duplicate(self, exc: Exception) -> bool:
         return isinstance(exc, self._psycopg.errors.UniqueViolation)
