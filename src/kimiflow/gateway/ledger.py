@@ -22,9 +22,10 @@ URL with one ``KIMIFLOW_HOME``). Each process journals into files of its own,
 ``<journal>.<owner>.<N>``, and holds an exclusive ``flock`` on ``<journal>.<owner>.lock`` for as
 long as it runs. At start-up, and every ``ADOPT_SECONDS`` while it runs, ``recover()`` commits what
 every other journal of that state path whose lock it can take still holds (a process that died:
-the kernel released its lock), then removes those files; a live process's journal is never touched. ``request_id`` is unique and rows are
-inserted idempotently, so replaying a row that was already committed adds nothing. A line cut
-short by the kill (never one whose write returned) is skipped.
+the kernel released its lock), then removes those files; a live process's journal is never
+touched. ``request_id`` is unique and rows are inserted idempotently, so replaying a row that was
+already committed adds nothing. A line cut short by the kill (never one whose write returned) is
+skipped.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ class LedgerWriter:
                     if not _same_file(lock, fd):  # removed by another recovering process meanwhile
                         os.close(fd)
                         continue
+                    # Listed again under the lock: its owner may have opened a segment after the first listing.
+                    segments = self._journals().get(owner, (lock, segments))[1]
                 claimed.append((fd, lock, segments))
                 for segment in segments:
                     try:
@@ -208,7 +211,8 @@ class LedgerWriter:
             except OSError:  # a recovering process took it between our create and our lock
                 os.close(fd)
                 continue
-            if _same_file(lock, fd):  # ... and, seeing no segment, removed it: try another name
+            # A recovering process that took it in that instant removed it (no segments): then start over.
+            if _same_file(lock, fd):
                 self._owner, self._lock_fd = owner, fd
                 return
             os.close(fd)
