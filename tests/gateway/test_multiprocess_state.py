@@ -124,6 +124,7 @@ def test_two_processes_on_one_state_path_survive_kill_9(tmp_path: Path, sim_fact
     home = Path(env["KIMIFLOW_HOME"])
     key = _create_key(env, db, "load")
     a, b = Served(env, db, tmp_path), Served(env, db, tmp_path)
+    everyone = [a, b]
     answered: list[str] = []
     started = time.monotonic()
 
@@ -160,6 +161,7 @@ def test_two_processes_on_one_state_path_survive_kill_9(tmp_path: Path, sim_fact
             a_files = _own_files(home, db, a.proc.pid)
             assert len(a_files) >= 2, a_files
             b_again = await asyncio.to_thread(Served, env, db, tmp_path)  # restarted while A is under load
+            everyone.append(b_again)
             assert {p: p.stat().st_ino for p in a_files} == a_files, "the restart touched the live one's journal"
             stop_b, on_b_again = load(http, b_again)
             await until(len(answered) + 100, 6)
@@ -167,12 +169,18 @@ def test_two_processes_on_one_state_path_survive_kill_9(tmp_path: Path, sim_fact
             await asyncio.wait_for(asyncio.gather(*on_a), 15)
             stop_a.set()
             a_again = await asyncio.to_thread(Served, env, db, tmp_path)
+            everyone.append(a_again)
             await until(len(answered) + 20, 4)
             stop_b.set()
             await asyncio.wait_for(asyncio.gather(*on_b_again), 15)
             return a_again, b_again
 
-    a_again, b_again = asyncio.run(scenario())
+    try:
+        a_again, b_again = asyncio.run(scenario())
+    except BaseException:
+        for served in everyone:  # no gateway outlives a failed test
+            served.stop(signal.SIGKILL)
+        raise
     assert a.stop(timeout=10) == -signal.SIGKILL and b.stop(timeout=10) == -signal.SIGKILL
     assert a_again.stop() == 0 and b_again.stop() == 0
     assert len(answered) >= 250, "the load did not get going"
