@@ -1,8 +1,8 @@
 """Real ``kimiflow gateway serve`` and ``kimiflow batch`` processes for the scale-out tests.
 
 ``GatewayCluster`` runs N gateway processes on one PostgreSQL database, each with a KIMIFLOW_HOME of
-its own holding a copy of the one key secret (replicas must hash keys alike), in front of one
-upstream. Each process's stdout is drained by a thread (the "serving on" line is its URL) and its
+its own (as on separate machines: nothing copied between them; the key secret is in the database),
+in front of one upstream. Each process's stdout is drained by a thread (the "serving on" line is its URL) and its
 stderr (the access log, warnings) goes to a file, so no unread pipe ever blocks a server.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kimiflow.gateway.keys import load_or_create_secret
-from kimiflow.gateway.manage import create_key, limits_from, secret_path
+from kimiflow.gateway.manage import create_key, limits_from
 from kimiflow.gateway.store import open_store, state_path
 
 KIMIFLOW = str(Path(sys.executable).with_name("kimiflow"))
@@ -137,8 +135,6 @@ class GatewayCluster:
         self.admin_token = admin_token
         self.processes: list[Process] = []
         self._homes = 0
-        self.secret = secret_path(state_path(db, self._home("keys")))
-        load_or_create_secret(self.secret)
 
     def _home(self, name: str) -> Path:
         home = self.root / f"home-{name}"
@@ -150,7 +146,7 @@ class GatewayCluster:
                          MOONSHOT_API_KEY=self.upstream_key, MOONSHOT_BASE_URL=self.upstream_url, **extra)
 
     def create_key(self, name: str, **limits: Any) -> str:
-        """A new virtual key in the shared store (hashed with the shared secret); returns the key."""
+        """A new virtual key in the shared store (hashed with the store's secret); returns the key."""
         store = open_store(self.db)
         try:
             key, _ = create_key(store, state_path(self.db, self._home("keys")), name, limits_from(limits), actor="test")
@@ -165,9 +161,6 @@ class GatewayCluster:
             self._homes += 1
             name = f"gw{self._homes}"
             home = self._home(name)
-            target = secret_path(state_path(self.db, home))
-            if not target.exists():
-                shutil.copy(self.secret, target)  # replicas share the key secret
             started.append(GatewayProcess(name, ["gateway", "serve", "--port", "0", "--db", self.db, *args],
                                           {**self.env(home), **(env or {})}, self.root / f"{name}.stderr.log"))
         self.processes.extend(started)
