@@ -85,6 +85,27 @@ def test_resume_resets_in_flight_and_retry_failed_resets_failures(journal: Journ
     assert journal.transitions("b")[-1] == PENDING
 
 
+def test_the_totals_bill_answered_failures_and_keep_them_after_retry_failed(journal: Journal) -> None:
+    """A line whose answers never matched the schema was still billed; sent again, both bills count."""
+    journal.mark_in_flight("a")
+    journal.mark_done("a", STATS, 100)
+    journal.mark_in_flight("b")
+    journal.mark_failed("b", 1, {"custom_id": "b", "usage": {"prompt_tokens": 30, "completion_tokens": 20},
+                                 "cost_cny": 0.004})
+    journal.mark_in_flight("c")
+    journal.mark_failed("c", 3, {"custom_id": "c", "reason": "500"})  # never answered: nothing billed
+    first = journal.totals()
+    assert (first["prompt_tokens"], first["completion_tokens"], first["attempts"]) == (40, 25, 1)
+    assert first["cost_cny"] == pytest.approx(0.005)
+    assert journal.reset_failed() == 2
+    assert journal.totals() == first  # the bills stay when the failures go back to pending
+    journal.mark_in_flight("b")
+    journal.mark_done("b", STATS, 200)
+    after = journal.totals()
+    assert (after["prompt_tokens"], after["completion_tokens"], after["attempts"]) == (50, 30, 2)
+    assert after["cost_cny"] == pytest.approx(0.006)
+
+
 def test_bind_refuses_another_input_or_other_parameters(tmp_path: Path, journal: Journal) -> None:
     assert journal.bind("sha256:abc", {"model": "m"}) is False
     with pytest.raises(JournalMismatchError, match="input file changed"):

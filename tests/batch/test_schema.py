@@ -84,6 +84,11 @@ def test_schema_batch_reasks_sums_usage_and_reports_validation_errors(tmp_path: 
     assert sum(u["prompt_tokens"] for u in usage) == served["prompt_tokens"]
     assert sum(u["completion_tokens"] for u in usage) == served["completion_tokens"]
     assert sum(r["cost_cny"] for r in ok + failed) == pytest.approx(served["cost_cny"], rel=1e-6)
+    # The summary bills the failures' answers too: everything the simulator charged.
+    summary = json.loads((tmp_path / "out.summary.json").read_text())
+    assert summary["prompt_tokens"] == served["prompt_tokens"]
+    assert summary["completion_tokens"] == served["completion_tokens"]
+    assert summary["cost_cny"] == pytest.approx(served["cost_cny"], rel=1e-5)
     # One journal entry per input id whatever the attempts.
     assert _finished_transitions(tmp_path / "out.journal.sqlite") == {cid: 1 for cid in ids}
 

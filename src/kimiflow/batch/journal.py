@@ -74,6 +74,10 @@ _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+_EARLIER = ("prompt_tokens", "completion_tokens", "cost_cny")
+"""Totals of failures sent again (``--retry-failed``): billed once, whatever the next try does."""
+
+
 class JournalError(KimiflowError):
     """The journal cannot be used as asked; the message says why and what to do."""
 
@@ -287,9 +291,18 @@ class Journal:
         )
 
     def mark_failed(self, custom_id: str, attempts: int, record: dict[str, Any]) -> None:
-        """Record a final failure; ``record`` is its errors-file line (kept to rebuild that file)."""
+        """Record a final failure; ``record`` is its errors-file line (kept to rebuild that file).
+
+        A failure that was answered and billed (an answer that never matched the schema) carries its
+        ``usage`` and ``cost_cny``: they count in the batch's totals like a success's.
+        """
+        raw = record.get("usage")
+        usage: dict[str, Any] = raw if isinstance(raw, dict) else {}
         self._move(custom_id, FAILED, (IN_FLIGHT,), attempts=attempts,
-                   error=json.dumps(record, ensure_ascii=False))
+                   error=json.dumps(record, ensure_ascii=False),
+                   prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                   completion_tokens=int(usage.get("completion_tokens") or 0),
+                   cost_cny=float(record.get("cost_cny") or 0.0))
 
     def mark_pending(self, custom_id: str) -> None:
         """An in-flight request that will not finish in this run (Ctrl-C, quota stop)."""
@@ -327,6 +340,14 @@ class Journal:
     def _reset(self, from_state: str, reason: str) -> int:
         now = time.time()
         with self._transaction():
+            if from_state == FAILED:
+                # What the failures were billed stays spent when they are sent again: keep it in the totals.
+                spent = self._db.execute(
+                    "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
+                    "COALESCE(SUM(cost_cny), 0) FROM requests WHERE status = ?", (FAILED,)).fetchone()
+                earlier = self._earlier()
+                for name, value in zip(_EARLIER, spent, strict=True):
+                    self.set_meta(f"earlier_{name}", repr(earlier[name] + value))
             self._db.execute(
                 "INSERT INTO transitions (custom_id, status, at, reason) SELECT custom_id, 'pending', ?, ? "
                 "FROM requests WHERE status = ?",
@@ -355,11 +376,20 @@ class Journal:
             yield record
 
     def totals(self) -> dict[str, float]:
+        """Tokens and cost of everything billed: the answers, the failures that were answered (and the
+        failures sent again since, from ``--retry-failed``); attempts of the answers."""
         row = self._db.execute(
             "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-            "COALESCE(SUM(cost_cny), 0), COALESCE(SUM(attempts), 0) FROM requests WHERE status = 'done'"
+            "COALESCE(SUM(cost_cny), 0), COALESCE(SUM(CASE WHEN status = 'done' THEN attempts ELSE 0 END), 0) "
+            "FROM requests WHERE status IN ('done', 'failed')"
         ).fetchone()
-        return {"prompt_tokens": row[0], "completion_tokens": row[1], "cost_cny": row[2], "attempts": row[3]}
+        earlier = self._earlier()
+        return {"prompt_tokens": row[0] + earlier["prompt_tokens"],
+                "completion_tokens": row[1] + earlier["completion_tokens"],
+                "cost_cny": row[2] + earlier["cost_cny"], "attempts": row[3]}
+
+    def _earlier(self) -> dict[str, float]:
+        return {name: float(self.get_meta(f"earlier_{name}") or 0) for name in _EARLIER}
 
     def latency_percentiles(self, *quantiles: float) -> list[float | None]:
         """Latency (ms) at each quantile over finished requests, nearest-rank."""
