@@ -269,3 +269,26 @@ async def test_acquire_sits_out_a_redis_restart_for_outage_wait_then_fails_close
             await patient.release(lease)
     finally:
         server.stop()
+
+
+async def test_a_burst_larger_than_the_pool_waits_for_a_connection_instead_of_failing(redis_url: str,
+                                                                                        namespace: str) -> None:
+    """300 requests at once on one limiter: each waits for one of its pooled connections; none is taken
+    for an outage (a plain pool would raise "Too many connections", and fail-closed would refuse)."""
+    async with RedisLimiter(redis_url, RateLimits(concurrency=1000), namespace=namespace) as lim:
+        assert lim._redis.connection_pool.max_connections == 32
+
+        async def one() -> None:
+            async with lim.slot(Charge(5, 5)) as slot:
+                await asyncio.sleep(0.01)
+                slot.settle(None)
+
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(300))), timeout=30)
+    sep = "&" if "?" in redis_url else "?"
+    async with RedisLimiter(f"{redis_url}{sep}max_connections=4", RateLimits(), namespace=namespace) as small:
+        assert small._redis.connection_pool.max_connections == 4
+
+        async def take_and_free() -> None:
+            await small.release(await small.acquire(Charge()))
+
+        await asyncio.wait_for(asyncio.gather(*(take_and_free() for _ in range(50))), timeout=30)

@@ -70,6 +70,10 @@ _POLL_MIN, _POLL_MAX = 0.02, 0.25
 _LONGEST_SLEEP = 5.0
 """A waiter re-asks Redis at least this often (another process may have changed the books)."""
 _LUA = Path(__file__).with_name("lua")
+POOL_SIZE = 32
+"""Connections to Redis per limiter (``?max_connections=N`` in the URL overrides it)."""
+POOL_WAIT = 10.0
+"""Seconds an admission waits for a free connection before it counts as Redis being unreachable."""
 SPENT_TTL = 3600.0
 """Seconds a budget's spent counter lives without a request; then it is seeded from the ledger again."""
 
@@ -229,10 +233,15 @@ class RedisLimiter:
         self.where = describe_url(url)
         self._lease_ms = int(lease_seconds * 1000)
         # One retry covers a pooled connection that a Redis restart broke; more would only hide an outage.
-        self._redis: Redis = redis.asyncio.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError], health_check_interval=0,
+        # A blocking pool: a burst waits for one of its connections (Redis runs one script at a time
+        # anyway) instead of failing with "Too many connections", which would read as an outage.
+        # ``?max_connections=N`` in the URL sets its size.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=POOL_WAIT, socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout, retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError], health_check_interval=0,
         )
+        self._redis: Redis = redis.asyncio.Redis.from_pool(pool)  # closed with the client
         self._down: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
                                                        asyncio.TimeoutError)
         scripts = {name: (_LUA / f"{name}.lua").read_text(encoding="utf-8") for name in ("admit", "finish", "renew",
