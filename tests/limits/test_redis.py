@@ -292,3 +292,27 @@ async def test_a_burst_larger_than_the_pool_waits_for_a_connection_instead_of_fa
             await small.release(await small.acquire(Charge()))
 
         await asyncio.wait_for(asyncio.gather(*(take_and_free() for _ in range(50))), timeout=30)
+
+
+async def test_finishes_that_pile_up_go_out_together_and_survive_a_flushed_script_cache(redis_url: str,
+                                                                                      namespace: str) -> None:
+    """``finish_later`` (the gateway's path) queues settles and releases; those that pile up go in one
+    pipeline. A Redis that forgot the script (restarted: SCRIPT FLUSH here) gets it again."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with RedisLimiter(redis_url, RateLimits(concurrency=100, tpm=100_000, margin=0.0),
+                                namespace=namespace) as lim:
+            for round_ in range(2):
+                leases = [await lim.acquire(Charge(10, 90)) for _ in range(40)]
+                assert await client.zcard(lim._leases) == 40
+                if round_ == 1:
+                    await client.script_flush()
+                for lease in leases:
+                    lim.finish_later(lease, tokens=30)  # settled below the charge: 70 tokens back each
+                await asyncio.wait_for(lim.drain(), timeout=10)
+                assert await client.zcard(lim._leases) == 0
+                assert sum(int(v) for v in (await client.hgetall(lim._tokens)).values()) == 30 * 40 * (round_ + 1)
+    finally:
+        await client.aclose()

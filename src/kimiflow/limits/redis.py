@@ -270,6 +270,8 @@ class RedisLimiter:
         self._line: asyncio.Lock | None = None
         self._released: asyncio.Event | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._finishing: list[tuple[list[str], list[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     # -- the Limiter interface ---------------------------------------------------------------------
 
@@ -375,7 +377,16 @@ class RedisLimiter:
         handle = lease.handle
         if isinstance(handle, _Held):
             handle.cost_nano = cost_nano
-        self.in_background(self._finish(lease, None, settle=tokens is not None, release=True, tokens=tokens))
+        call = self._finish_call(lease, None, settle=tokens is not None, release=True, tokens=tokens)
+        if call is None:
+            self._wake()
+            return
+        # Finishes that pile up while one is on its way go out together in one round trip.
+        self._finishing.append(call)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_finishes())
+            self._pending.add(self._sender)
+            self._sender.add_done_callback(self._pending.discard)
 
     def in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (a settle, a release, a pause report) without waiting; ``drain`` and ``aclose`` wait."""
@@ -516,14 +527,24 @@ class RedisLimiter:
 
     async def _finish(self, lease: Lease, usage: Usage | None, *, settle: bool, release: bool,
                       tokens: int | None = None) -> None:
+        call = self._finish_call(lease, usage, settle=settle, release=release, tokens=tokens)
+        if call is not None:
+            try:
+                await self._finish_script(keys=call[0], args=call[1])
+            except self._down as exc:
+                self._not_finished(exc, 1)
+        self._wake()
+
+    def _finish_call(self, lease: Lease, usage: Usage | None, *, settle: bool, release: bool,
+                     tokens: int | None) -> tuple[list[str], list[Any]] | None:
+        """The keys and arguments of the finish script for ``lease`` (``None``: nothing to send)."""
         handle = lease.handle
         if isinstance(handle, Ticket):  # admitted by the local share during an outage
             if settle:
                 self._fallback.settle_now(lease, usage)
             if release:
                 self._fallback.release_now(lease)
-            self._wake()
-            return
+            return None
         if not isinstance(handle, _Held):
             raise InvalidArgumentError("this lease was not issued by this RedisLimiter; settle and release it "
                                        "with the limiter that acquired it")
@@ -536,7 +557,7 @@ class RedisLimiter:
             handle.tokens += delta
         release = release and not handle.released
         if delta == 0 and not release:
-            return
+            return None
         if release:
             handle.released = True
             self._held.pop(handle.id, None)
@@ -544,13 +565,40 @@ class RedisLimiter:
                            handle.books]
         if handle.budget and release:
             args += [handle.cost_nano, int(SPENT_TTL * 1000)]
-        try:
-            await self._finish_script(keys=handle.finish_keys, args=args)
-        except self._down as exc:
-            # Not raised: the request is over either way, and an unreleased lease expires by itself.
-            log.warning("could not %s a lease in Redis at %s (%s); it expires within %.0f s",
-                        "release" if release else "settle", self.where, exc, self._lease_ms / 1000)
-        self._wake()
+        return handle.finish_keys, args
+
+    def _not_finished(self, exc: BaseException, count: int) -> None:
+        # Not raised: the requests are over either way, and an unreleased lease expires by itself.
+        log.warning("could not settle or release %d lease(s) in Redis at %s (%s); they expire within %.0f s",
+                    count, self.where, exc, self._lease_ms / 1000)
+
+    async def _send_finishes(self) -> None:
+        """Send the queued finishes: one script call alone, or all that piled up in one pipeline."""
+        while self._finishing:
+            calls, self._finishing = self._finishing, []
+            try:
+                if len(calls) == 1:
+                    await self._finish_script(keys=calls[0][0], args=calls[0][1])
+                else:
+                    await self._pipelined(calls)
+            except self._down as exc:
+                self._not_finished(exc, len(calls))
+            self._wake()
+
+    async def _pipelined(self, calls: list[tuple[list[str], list[Any]]]) -> None:
+        from redis.exceptions import NoScriptError
+
+        sha = self._finish_script.sha
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            results = await pipe.execute(raise_on_error=False)
+        # A Redis that restarted has forgotten the script: those calls go again one by one (which loads it).
+        for (keys, args), result in zip(calls, results, strict=True):
+            if isinstance(result, NoScriptError):
+                await self._finish_script(keys=keys, args=args)
+            elif isinstance(result, Exception):
+                raise result
 
     def _wake(self) -> None:
         _, released = self._events()
