@@ -109,8 +109,8 @@ def postmaster_pid(url: str) -> int:
 
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(_stat(int(row[0]))[1])
+        assert row is not None
+        return int(_stat(int(row[0]))[1])  # while connected: the backend exits with the connection
 
 
 # -- gateways ------------------------------------------------------------------------------------
@@ -119,11 +119,10 @@ def kimiflow_command() -> str:
     return str(Path(sys.executable).parent / "kimiflow")
 
 
-def serve_has_redis() -> bool:
-    """Whether this checkout's ``kimiflow gateway serve`` takes ``--redis URL``."""
-    out = subprocess.run([kimiflow_command(), "gateway", "serve", "--help"], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
-    return "--redis" in out
+def serve_options() -> str:
+    """``kimiflow gateway serve --help``: which options this checkout's gateway has (``--redis``, ``--replicas``)."""
+    return subprocess.run([kimiflow_command(), "gateway", "serve", "--help"], capture_output=True, text=True,
+                          check=True, timeout=60).stdout
 
 
 @dataclass
@@ -136,6 +135,7 @@ class Shared:
     key: str = ""
     secret_name: str = ""
     redis_url: str | None = None
+    replicas_flag: bool = False  # serve takes --replicas N (what each process's share is if Redis goes away)
 
     def home(self, index: int) -> Path:
         return self.workdir / f"home-{index}"
@@ -147,7 +147,8 @@ class Shared:
         return env
 
     def create_key(self) -> None:
-        """One key, created once through the CLI; its secret copied into every gateway's own home."""
+        """One key, created once through the CLI; its secret file (if the store keeps one beside it) copied into
+        every gateway's own home, so all of them hash virtual keys alike."""
         from kimiflow.gateway.manage import secret_path
         from kimiflow.gateway.store import state_path
 
@@ -156,6 +157,8 @@ class Shared:
                                  check=True, timeout=120)
         self.key = json.loads(created.stdout)["key"]
         secret = secret_path(state_path(self.db_url, self.home(0)))
+        if not secret.exists():  # a store that keeps the secret itself: nothing to copy
+            return
         for index in range(1, max(COUNTS)):
             copy = secret_path(state_path(self.db_url, self.home(index)))
             copy.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +178,9 @@ def _unpinned() -> None:
 
 def start_gateways(shared: Shared, n: int, mode: str) -> list[Gateway]:
     """N ``kimiflow gateway serve`` processes on free ports (started together, then waited for)."""
-    extra = ["--redis", shared.redis_url] if mode == "redis" and shared.redis_url else []
+    extra = []
+    if mode == "redis" and shared.redis_url:
+        extra = ["--redis", shared.redis_url] + (["--replicas", str(n)] if shared.replicas_flag else [])
     started: list[tuple[subprocess.Popen[str], Path]] = []
     for index in range(n):
         log = shared.workdir / f"gateway-{mode}-{n}-{index}.log"
@@ -362,7 +367,8 @@ def main() -> int:
         parser.error("--rounds and --in-flight must be at least 1, --warmup at least 0, --phase-seconds above 0")
     rounds = 1 if args.quick else args.rounds
     sizes = {"warmup": args.warmup, "measured": args.requests or (2000 if args.quick else 8000)}
-    has_redis = serve_has_redis()
+    options = serve_options()
+    has_redis = "--redis " in options
     modes = ["in-process"] + (["redis"] if has_redis and not args.no_redis else [])
     if not has_redis:
         print("redis rows: skipped (this checkout's `kimiflow gateway serve` has no --redis option)", flush=True)
@@ -376,7 +382,8 @@ def main() -> int:
             redis_server("redis" in modes) as redis, \
             tempfile.TemporaryDirectory(prefix="kimiflow-bench-scale-") as tmp:
         db_url, _ = fresh_database(pg_server)
-        shared = Shared(nginx.json_base_url, db_url, Path(tmp), redis_url=redis.url if redis else None)
+        shared = Shared(nginx.json_base_url, db_url, Path(tmp), redis_url=redis.url if redis else None,
+                        replicas_flag="--replicas" in options)
         shared.create_key()
         os.sched_setaffinity(0, {LOAD_CPU})  # only now: PostgreSQL and Redis were started unpinned
         assert nginx._process is not None  # the master; its worker is a child
@@ -385,7 +392,7 @@ def main() -> int:
             base_groups["redis"] = [redis.process.pid]
         for round_no in range(rounds):
             for mode in modes:
-                for n in COUNTS:
+                for n in COUNTS if round_no % 2 == 0 else COUNTS[::-1]:  # 1-2-3, 3-2-1, ...: drift hits all alike
                     gateways = start_gateways(shared, n, mode)
                     try:
                         groups = {**base_groups, "gateways": [gw.proc.pid for gw in gateways]}
