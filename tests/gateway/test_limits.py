@@ -1,9 +1,14 @@
-"""Admission: key RPM, TPM, concurrency and budget, the account's tier above all keys, live key changes."""
+"""Admission: key RPM, TPM, concurrency and budget, the account's tier above all keys, live key changes.
+
+Every test runs with the books in this process and with the books in Redis (``--redis``), against
+the same assertions: the shared books must admit exactly what the local ones do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -12,11 +17,30 @@ import pytest
 
 from kimiflow.core.pricing import cost_cny
 from kimiflow.gateway.keys import KeyLimits
+from kimiflow.gateway.shared import SharedBooks
 from kimiflow.sim import LatencyModel, Simulator
 from tests.gateway.conftest import RunningGateway
 
 MODEL = "moonshot-v1-8k"
 BODY: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "你好"}], "max_tokens": 50}
+
+
+@pytest.fixture(params=["local-books", "redis-books"])
+def limits_backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "local-books":
+        return {}
+    return {"redis_url": request.getfixturevalue("redis_url"), "redis_namespace": f"t{uuid.uuid4().hex[:12]}"}
+
+
+@pytest.fixture
+def gateway_factory(gateway_factory: Callable[..., RunningGateway],
+                    limits_backend: dict[str, Any]) -> Callable[..., RunningGateway]:
+    def make(sim: Simulator, **options: Any) -> RunningGateway:
+        running = gateway_factory(sim, **limits_backend, **options)
+        assert isinstance(running.gw.books, SharedBooks) == bool(limits_backend)
+        return running
+
+    return make
 
 
 async def _post(http: aiohttp.ClientSession, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any], Any]:

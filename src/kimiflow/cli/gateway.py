@@ -23,6 +23,7 @@ from kimiflow.core.config import DEFAULT_BASE_URL
 from kimiflow.core.errors import ConfigError
 
 DB_ENV = "KIMIFLOW_GATEWAY_DB"
+REDIS_ENV = "KIMIFLOW_GATEWAY_REDIS"
 ADMIN_TOKEN_ENV = "KIMIFLOW_ADMIN_TOKEN"
 
 
@@ -97,8 +98,29 @@ def gateway() -> None:
 @click.option("--upstream-url", default=None, help="Kimi's base URL (default: $MOONSHOT_BASE_URL or the official one).")
 @click.option("--grace", type=click.FloatRange(0, 300), default=10.0, show_default=True,
               help="Seconds requests in flight may finish after SIGTERM/Ctrl-C.")
-def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: str | None, grace: float) -> None:
-    """Serve the gateway until SIGTERM or Ctrl-C (prints the URL it serves)."""
+@click.option("--redis", "redis_url", default=None, metavar="URL", envvar=REDIS_ENV, show_envvar=True,
+              help="Share every key's limits and budget and the account's tier with every replica (and with "
+                   "kimiflow batch --limits on the same Kimi key) through Redis: redis://HOST:PORT/0, rediss://... "
+                   "or unix:///path/redis.sock (needs kimiflow[redis]).")
+@click.option("--redis-unavailable", type=click.Choice(["fail-closed", "local-share"]), default="fail-closed",
+              show_default=True,
+              help="While Redis is unreachable: refuse with 503 + Retry-After, or admit on this replica's share "
+                   "of every limit (divided by --replicas), logged.")
+@click.option("--replicas", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Gateway processes expected to share the limits (divides them for --redis-unavailable local-share).")
+@click.option("--priority", type=click.Choice(["interactive", "default", "batch"]), default="interactive",
+              show_default=True, help="This gateway's class on the shared account books: near the limit, batch "
+                                      "work waits first.")
+@click.option("--lease-seconds", type=click.FloatRange(1, 3600), default=30.0, show_default=True,
+              help="With --redis: how long the slots of a replica that died stay taken.")
+def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: str | None, grace: float,
+          redis_url: str | None, redis_unavailable: str, replicas: int, priority: str, lease_seconds: float) -> None:
+    """Serve the gateway until SIGTERM or Ctrl-C (prints the URL it serves).
+
+    \b
+    Several replicas behind a load balancer share one database and one Redis:
+      kimiflow gateway serve --db postgresql://gw@db/gw --tier 2 --redis redis://10.0.0.5:6379/0
+    """
     from kimiflow.gateway import Gateway, GatewaySettings, UpstreamConfig
     from kimiflow.gateway.store import open_store, state_path
 
@@ -110,8 +132,14 @@ def serve(host: str, port: int, db: str | None, tier: int | None, upstream_url: 
         raise ConfigError(f"set {ADMIN_TOKEN_ENV} (at least 16 characters) to protect /admin/")
     base_url = upstream_url or os.environ.get("MOONSHOT_BASE_URL") or DEFAULT_BASE_URL
     url = _db_url(db)
+    if redis_url is not None:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            raise ConfigError("--redis needs the redis package: pip install 'kimiflow[redis]'") from None
     settings = GatewaySettings(UpstreamConfig(base_url, api_key), token, state_path(url, user_dir()), tier=tier,
-                               shutdown_grace=grace)
+                               shutdown_grace=grace, redis_url=redis_url, redis_unavailable=redis_unavailable,
+                               replicas=replicas, priority=priority, lease_seconds=lease_seconds)
     asyncio.run(_serve(Gateway(settings, open_store(url)), host, port))
 
 
@@ -119,6 +147,7 @@ async def _serve(gw: Any, host: str, port: int) -> None:
     import logging
 
     from kimiflow.gateway.routes import serve
+    from kimiflow.limits.redis import describe_url
 
     if not logging.getLogger().handlers:  # the access log goes to stderr unless the host configured logging
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -135,7 +164,8 @@ async def _serve(gw: Any, host: str, port: int) -> None:
             raise click.ClickException(f"port {port} on {host} is already in use; pick another with --port") from None
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     click.echo(f"kimiflow gateway serving on {url}  (OpenAI-compatible API at {url}/v1)", nl=True)
-    click.echo(f"upstream {gw.settings.upstream.base_url}; database {gw.settings.db_path}", err=True)
+    shared = "" if gw.settings.redis_url is None else f"; limits shared through {describe_url(gw.settings.redis_url)}"
+    click.echo(f"upstream {gw.settings.upstream.base_url}; database {gw.settings.db_path}{shared}", err=True)
     try:
         await stop.wait()
     finally:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, Protocol
 
 from kimiflow.gateway.keys import KeyLimits, KeyRecord
 from kimiflow.gateway.limits import (
@@ -31,9 +32,56 @@ from kimiflow.gateway.limits import (
 )
 
 
-def key_rate_limits(limits: KeyLimits) -> RateLimits:
+def key_rate_limits(limits: KeyLimits, share: int = 1) -> RateLimits:
     # No margin or guard for a key's own limits: an admin who says 5 RPM means exactly 5.
-    return RateLimits(concurrency=limits.concurrency, rpm=limits.rpm, tpm=limits.tpm, margin=0.0, guard_seconds=0.0)
+    return RateLimits(concurrency=limits.concurrency, rpm=limits.rpm, tpm=limits.tpm, margin=0.0,
+                      guard_seconds=0.0).divided(share)
+
+
+def over_budget(name: str, limits: KeyLimits, spent: float, reserved: float, worst_cny: float) -> Rejection:
+    """The refusal of a request whose worst case does not fit what is left of the key's budget."""
+    budget = limits.budget_cny or 0.0
+    return Rejection(
+        429, "exceeded_current_quota_error",
+        f"Your key '{name}' exceeded its budget: spent {spent:.4f} of {budget:.4f} CNY this "
+        f"{limits.budget_period if limits.budget_period != 'total' else 'lifetime'}, "
+        f"{reserved:.4f} CNY reserved by requests in flight, this request may cost up to "
+        f"{worst_cny:.4f} CNY; ask the gateway's admin to raise the budget",
+        "budget",
+    )
+
+
+def too_large_for_key(name: str, limits: KeyLimits, tokens: int) -> Rejection:
+    return Rejection(400, "invalid_request_error",
+                     f"Invalid request: this request is charged {tokens} tokens (prompt + max_tokens) but key "
+                     f"'{name}' has a TPM limit of {limits.tpm}; lower max_tokens or shorten the prompt",
+                     "key_tpm_too_large")
+
+
+def too_large_for_account(tokens: int) -> Rejection:
+    return Rejection(400, "invalid_request_error",
+                     f"Invalid request: this request is charged {tokens} tokens, more than the account's tier "
+                     "allows per minute or day; lower max_tokens", "account_too_large")
+
+
+def refusal(who: str, scope: str, reason: str, wait: float | None, eff: dict[str, float], tokens: int) -> Rejection:
+    """A rate-limit refusal in Kimi's words; ``eff`` holds the limits in effect (concurrency, rpm, tpm, tpd)."""
+    retry_after = 1 if wait is None else max(1, math.ceil(wait))
+    if reason == "concurrency":
+        what = f"reached its max concurrency: {int(eff['concurrency'])} ({scope} concurrency)"
+    elif reason == "rpm":
+        what = f"reached its max RPM: {int(eff['rpm'])} requests per minute ({scope} RPM)"
+    elif reason == "tpm":
+        what = f"reached its TPM rate limit: this request is charged {tokens} tokens, limit: {int(eff['tpm'])} ({scope} TPM)"
+    elif reason == "tpd":
+        what = f"reached its TPD rate limit, limit: {int(eff['tpd'])} ({scope} TPD)"
+    else:
+        what = f"is paused after Kimi answered 429 ({scope})"
+    slug = "account" if scope.startswith("account") else "key"
+    return Rejection(429, "rate_limit_reached_error", f"{who} {what}, please try again after {retry_after} seconds",
+                     f"{slug}_{reason.split()[0]}", retry_after)
+
+KEY_WHO, ACCOUNT_WHO = "Your key '{name}'", "The gateway's Kimi account"
 
 
 _period_cache: dict[tuple[str, int], str] = {}
@@ -84,13 +132,32 @@ class Rejection:
     retry_after: int | None = None
 
 
+class AdmissionBooks(Protocol):
+    """What the gateway's routes use: ``Books`` (this process) or ``shared.SharedBooks`` (Redis).
+
+    A grant is whatever ``acquire`` returned; it goes back to the same books' ``settle`` and ``release``.
+    """
+
+    account: LimiterState | None
+
+    def load(self, records: Iterable[KeyRecord], spend_of: Callable[[str, str], float]) -> None: ...
+    async def acquire(self, record: KeyRecord, *, tokens: int, worst_cny: float) -> Any: ...
+    def settle(self, grant: Any, *, tokens: int, cost_cny: float) -> None: ...
+    def release(self, grant: Any) -> None: ...
+    def on_upstream_rate_limited(self, retry_after: float | None) -> None: ...
+    def headers(self, record: KeyRecord) -> dict[str, str]: ...
+    def remaining_budget(self, record: KeyRecord) -> float | None: ...
+    def spent(self, record: KeyRecord) -> float: ...
+    async def close(self) -> None: ...
+
+
 class _KeyBook:
     __slots__ = ("limits", "name", "period", "reserved", "spent", "state")
 
-    def __init__(self, record: KeyRecord, spent: float, period: str, clock: Callable[[], float]) -> None:
+    def __init__(self, record: KeyRecord, spent: float, period: str, clock: Callable[[], float], share: int) -> None:
         self.name = record.name
         self.limits = record.limits
-        self.state = LimiterState(key_rate_limits(record.limits), clock=clock)
+        self.state = LimiterState(key_rate_limits(record.limits, share), clock=clock)
         self.spent = spent
         self.reserved = 0.0
         self.period = period
@@ -107,12 +174,15 @@ class Books:
         self,
         account: RateLimits | None,
         *,
+        share: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.clock = clock
         self.wall = wall
-        self.account = LimiterState(account, clock=clock) if account is not None else None
+        self.share = share
+        """Every limit is divided by this (the replicas expected to share them), for a local share."""
+        self.account = LimiterState(account.divided(share), clock=clock) if account is not None else None
         self._keys: dict[str, _KeyBook] = {}
 
     def load(self, records: Iterable[KeyRecord], spend_of: Callable[[str, str], float]) -> None:
@@ -127,9 +197,9 @@ class Books:
             book = self._keys.get(record.id)
             start = period_start(record.limits.budget_period, wall)
             if book is None or book.period != start:
-                book = _KeyBook(record, spend_of(record.id, start), start, self.clock)
+                book = _KeyBook(record, spend_of(record.id, start), start, self.clock, self.share)
             else:
-                book.state.limits = key_rate_limits(record.limits)
+                book.state.limits = key_rate_limits(record.limits, self.share)
                 book.limits = record.limits
                 book.name = record.name
             fresh[record.id] = book
@@ -138,11 +208,19 @@ class Books:
     def _book(self, record: KeyRecord) -> _KeyBook:
         book = self._keys.get(record.id)
         if book is None:  # a key not loaded yet: unlimited books until the next load
-            book = self._keys[record.id] = _KeyBook(record, 0.0, period_start(record.limits.budget_period, self.wall()), self.clock)
+            book = self._keys[record.id] = _KeyBook(record, 0.0, period_start(record.limits.budget_period, self.wall()),
+                                                    self.clock, self.share)
         start = period_start(book.limits.budget_period, self.wall())
         if start != book.period:  # a new day or month: the budget starts again
             book.period, book.spent = start, 0.0
         return book
+
+    async def acquire(self, record: KeyRecord, *, tokens: int, worst_cny: float) -> Grant | Rejection:
+        """``admit`` as the coroutine every books' kind offers (the shared books make a round trip)."""
+        return self.admit(record, tokens=tokens, worst_cny=worst_cny)
+
+    async def close(self) -> None:
+        """Nothing to hand back: the books live in this process."""
 
     def admit(self, record: KeyRecord, *, tokens: int, worst_cny: float) -> Grant | Rejection:
         """Reserve everything for one request, or say which limit refuses it. Never awaits."""
@@ -150,14 +228,7 @@ class Books:
         name = record.name
         budget = book.limits.budget_cny
         if budget is not None and book.spent + book.reserved + worst_cny > budget + 1e-12:
-            return Rejection(
-                429, "exceeded_current_quota_error",
-                f"Your key '{name}' exceeded its budget: spent {book.spent:.4f} of {budget:.4f} CNY this "
-                f"{book.limits.budget_period if book.limits.budget_period != 'total' else 'lifetime'}, "
-                f"{book.reserved:.4f} CNY reserved by requests in flight, this request may cost up to "
-                f"{worst_cny:.4f} CNY; ask the gateway's admin to raise the budget",
-                "budget",
-            )
+            return over_budget(name, book.limits, book.spent, book.reserved, worst_cny)
         now = self.clock()
         state = book.state
         # Ask every book first and record only when all have room: a refusal by the account then
@@ -165,48 +236,24 @@ class Books:
         try:
             key_refusal = state.refusal(tokens, now)
         except RequestTooLargeError:
-            return Rejection(
-                400, "invalid_request_error",
-                f"Invalid request: this request is charged {tokens} tokens (prompt + max_tokens) but key "
-                f"'{name}' has a TPM limit of {book.limits.tpm}; lower max_tokens or shorten the prompt",
-                "key_tpm_too_large",
-            )
+            return too_large_for_key(name, book.limits, tokens)
         if key_refusal is not None:
-            return self._refusal(f"Your key '{name}'", "key", key_refusal.reason, key_refusal.wait, state, tokens)
+            return refusal(KEY_WHO.format(name=name), "key", key_refusal.reason, key_refusal.wait,
+                           state.effective(), tokens)
         account = self.account
         account_ticket = None
         if account is not None:
             try:
                 account_refusal = account.refusal(tokens, now)
             except RequestTooLargeError:
-                return Rejection(400, "invalid_request_error",
-                                 f"Invalid request: this request is charged {tokens} tokens, more than the "
-                                 "account's tier allows per minute or day; lower max_tokens", "account_too_large")
+                return too_large_for_account(tokens)
             if account_refusal is not None:
-                return self._refusal("The gateway's Kimi account", "account tier", account_refusal.reason,
-                                     account_refusal.wait, account, tokens)
+                return refusal(ACCOUNT_WHO, "account tier", account_refusal.reason, account_refusal.wait,
+                               account.effective(), tokens)
             account_ticket = account.commit(tokens, now)
         key_ticket = state.commit(tokens, now)
         book.reserved += worst_cny
         return Grant(record.id, key_ticket, account_ticket, worst_cny, tokens)
-
-    @staticmethod
-    def _refusal(who: str, scope: str, reason: str, wait: float | None, state: LimiterState, tokens: int) -> Rejection:
-        retry_after = 1 if wait is None else max(1, math.ceil(wait))
-        eff = state.effective()
-        if reason == "concurrency":
-            what = f"reached its max concurrency: {int(eff['concurrency'])} ({scope} concurrency)"
-        elif reason == "rpm":
-            what = f"reached its max RPM: {int(eff['rpm'])} requests per minute ({scope} RPM)"
-        elif reason == "tpm":
-            what = f"reached its TPM rate limit: this request is charged {tokens} tokens, limit: {int(eff['tpm'])} ({scope} TPM)"
-        elif reason == "tpd":
-            what = f"reached its TPD rate limit, limit: {int(eff['tpd'])} ({scope} TPD)"
-        else:
-            what = f"is paused after Kimi answered 429 ({scope})"
-        slug = "account" if scope.startswith("account") else "key"
-        return Rejection(429, "rate_limit_reached_error", f"{who} {what}, please try again after {retry_after} seconds",
-                         f"{slug}_{reason.split()[0]}", retry_after)
 
     def settle(self, grant: Grant, *, tokens: int, cost_cny: float) -> None:
         """Replace the up-front charges with the real ones (idempotent)."""

@@ -23,14 +23,16 @@ from aiohttp import web
 
 from kimiflow.core.errors import ConfigError
 from kimiflow.core.pricing import cost_cny
-from kimiflow.gateway.admission import Books, period_start
+from kimiflow.gateway.admission import AdmissionBooks, Books, period_start
 from kimiflow.gateway.keys import KeyRecord, hash_key, load_or_create_secret
 from kimiflow.gateway.ledger import LedgerWriter, journal_path
 from kimiflow.gateway.limits import RateLimits
 from kimiflow.gateway.manage import secret_path
 from kimiflow.gateway.metrics import GatewayMetrics
+from kimiflow.gateway.shared import SharedBooks
 from kimiflow.gateway.store import GatewayStore, LedgerRow, SQLiteStore
 from kimiflow.gateway.upstream import Upstream, UpstreamConfig
+from kimiflow.limits.redis import LimiterUnavailableError, describe_url
 
 log = logging.getLogger("kimiflow.gateway")
 access_log = logging.getLogger("kimiflow.gateway.access")
@@ -52,6 +54,18 @@ class GatewaySettings:
     shutdown_grace: float = 10.0
     keepalive_interval: float = 15.0
     """Seconds between SSE comments sent to a caller while the upstream has not sent its first event."""
+    redis_url: str | None = None
+    """Keep the keys' and the account's books in this Redis, shared by every replica (``--redis``)."""
+    redis_unavailable: str = "fail-closed"
+    """``fail-closed`` (503 + Retry-After) or ``local-share`` (limits ÷ ``replicas``) while Redis is down."""
+    replicas: int = 1
+    """The gateway processes expected to share the limits (the divisor of the local share)."""
+    priority: str = "interactive"
+    """This gateway's class on the account's shared books: near the limit, ``batch`` yields first."""
+    lease_seconds: float = 30.0
+    """How long a slot held by a replica that stopped renewing it (crashed) stays taken."""
+    redis_namespace: str = "kimiflow"
+    """The prefix of every Redis key; the default is the one ``kimiflow batch --limits`` shares."""
 
     def __post_init__(self) -> None:
         if not self.upstream.api_key:
@@ -61,11 +75,16 @@ class GatewaySettings:
                 f"KIMIFLOW_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters "
                 f"(got {len(self.admin_token)}); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        if self.redis_unavailable not in ("fail-closed", "local-share"):
+            raise ConfigError(f"redis_unavailable must be fail-closed or local-share, got {self.redis_unavailable!r}")
+        if self.replicas < 1:
+            raise ConfigError(f"replicas must be at least 1, got {self.replicas}")
         if self.key_poll_interval <= 0 or self.key_poll_interval > 0.5:
             raise ConfigError("key_poll_interval must be in (0, 0.5] seconds so key changes apply within a second")
 
     def __repr__(self) -> str:
-        return f"GatewaySettings(upstream={self.upstream!r}, db_path={str(self.db_path)!r}, tier={self.tier!r})"
+        shared = "" if self.redis_url is None else f", redis={describe_url(self.redis_url)!r}"
+        return f"GatewaySettings(upstream={self.upstream!r}, db_path={str(self.db_path)!r}, tier={self.tier!r}{shared})"
 
 
 _ID_PREFIX = "gw-" + uuid.uuid4().hex[:16]
@@ -92,7 +111,7 @@ class Gateway:
         self._secret = load_or_create_secret(secret_path(settings.db_path))
         self._admin_token = settings.admin_token.encode()
         account = RateLimits.for_tier(settings.tier) if settings.tier is not None else None
-        self.books = Books(account)
+        self.books: AdmissionBooks = Books(account) if settings.redis_url is None else self._shared_books(account)
         self.metrics = GatewayMetrics()
         self.upstream = Upstream(settings.upstream, on_retry=lambda reason: self.metrics.upstream_retries.inc())
         self.ledger: LedgerWriter | None = None
@@ -103,6 +122,18 @@ class Gateway:
         self.stopping = False
         self.url = ""
         self.page_sessions: Any = None
+
+    def _shared_books(self, account: RateLimits | None) -> SharedBooks:
+        from kimiflow.limits.redis import RedisLimiter
+
+        settings = self.settings
+        assert settings.redis_url is not None
+        # Keyed by the upstream key (hashed), as kimiflow batch --limits keys them: one account, one set of books.
+        limiter = RedisLimiter(settings.redis_url, account or RateLimits(), key=settings.upstream.api_key,
+                               priority=settings.priority,  # type: ignore[arg-type]
+                               lease_seconds=settings.lease_seconds, namespace=settings.redis_namespace)
+        return SharedBooks(limiter, account, spend_of=self.store.spend_since,
+                           on_unavailable=settings.redis_unavailable, replicas=settings.replicas)
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -184,6 +215,11 @@ class Gateway:
         self.ledger.start()
         await self.upstream.start()
         await self.reload_keys(force=True)
+        if isinstance(self.books, SharedBooks):
+            try:
+                await self.books.limiter.ping()
+            except LimiterUnavailableError as exc:  # serve anyway: fail closed or the local share, as set
+                log.warning("gateway: %s; while it is down the gateway runs %s", exc, self.settings.redis_unavailable)
         self._poller = asyncio.get_running_loop().create_task(self._poll_keys(), name="kimiflow-gateway-keys")
         self._runner = web.AppRunner(app, handler_cancellation=True,
                                      shutdown_timeout=self.settings.shutdown_grace, access_log=None)
@@ -207,6 +243,7 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.books.close()  # the settles and releases still on their way to Redis
         if self.ledger is not None:
             await self.ledger.close()
         await self.upstream.close()

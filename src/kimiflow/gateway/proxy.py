@@ -28,7 +28,7 @@ from aiohttp import web
 
 from kimiflow.core.catalog import model_info
 from kimiflow.core.tokens import estimate_message_tokens
-from kimiflow.gateway.admission import Grant, Rejection
+from kimiflow.gateway.admission import Rejection
 from kimiflow.gateway.app import REQUEST_ID_HEADER, Gateway, bind, new_request_id
 from kimiflow.gateway.errors import error_response, invalid_auth, invalid_request
 from kimiflow.gateway.keys import KeyRecord
@@ -65,7 +65,7 @@ class ChatCall:
     """One chat request on its way through: what it was charged and what it delivered."""
 
     def __init__(self, gw: Gateway, record: KeyRecord, request_id: str, model: str, prompt_estimate: int,
-                 max_tokens: int | None, grant: Grant) -> None:
+                 max_tokens: int | None, grant: object) -> None:
         self.gw = gw
         self.record = record
         self.request_id = request_id
@@ -161,7 +161,7 @@ async def chat_completions(gw: Gateway, request: web.Request) -> web.StreamRespo
                                     "use a model from Kimi's price list"), headers)
     worst_generation = max_tokens if max_tokens is not None else (info.context_length if info else generation)
     worst_cny = gw.price(model, _worst_prompt(prompt_estimate), worst_generation)
-    outcome = gw.books.admit(record, tokens=prompt_estimate + generation, worst_cny=worst_cny)
+    outcome = await gw.books.acquire(record, tokens=prompt_estimate + generation, worst_cny=worst_cny)
     headers.update(gw.books.headers(record))
     if isinstance(outcome, Rejection):
         gw.metrics.rejections.labels(outcome.reason).inc()

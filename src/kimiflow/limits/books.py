@@ -89,6 +89,14 @@ class RateLimits:
             **options,
         )
 
+    def divided(self, parts: int) -> RateLimits:
+        """Each count limit split evenly over ``parts`` processes (at least 1 each): a local share."""
+        if parts == 1:
+            return self
+        counts = {name: None if (v := getattr(self, name)) is None else max(1, v // parts)
+                  for name in ("concurrency", "rpm", "tpm", "tpd")}
+        return replace(self, **counts)  # type: ignore[arg-type]
+
     def with_overrides(self, **changes: object) -> RateLimits:
         """A copy with some fields replaced (``None`` values are ignored, not applied)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]

@@ -39,6 +39,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +70,8 @@ _POLL_MIN, _POLL_MAX = 0.02, 0.25
 _LONGEST_SLEEP = 5.0
 """A waiter re-asks Redis at least this often (another process may have changed the books)."""
 _LUA = Path(__file__).with_name("lua")
+SPENT_TTL = 3600.0
+"""Seconds a budget's spent counter lives without a request; then it is seeded from the ledger again."""
 
 
 class LimiterUnavailableError(KimiflowError):
@@ -79,16 +82,70 @@ class LimiterUnavailableError(KimiflowError):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class SharedBook:
+    """A set of limits kept in Redis beside the account's, under the account's hash tag (a gateway key's).
+
+    Build it with ``RedisLimiter.book(name, limits)``; admitted together with the account's books in one
+    script, so a request either holds a slot in every book or in none.
+    """
+
+    keys: tuple[str, str, str, str, str]
+    """leases, requests, tokens, day, pause"""
+    limits: tuple[int, int, int, int]
+    """concurrency, RPM, TPM, TPD; -1 is unlimited"""
+    window_ms: int
+    day_ms: int
+
+
+@dataclass(frozen=True)
+class SharedBudget:
+    """A spending limit in nano-CNY checked in the same script: spent + reserved + worst case <= limit."""
+
+    reservations: str
+    spent: str
+    limit_nano: int
+    worst_nano: int
+
+
+@dataclass(frozen=True)
+class SharedAdmission:
+    """What ``RedisLimiter.admit`` answers: a ``lease`` with the headroom left, or which book refused and why.
+
+    ``book`` counts the books in the order admitted (1 is the first of ``above``; the account's is last);
+    ``seed_needed``: the budget's spent counter is missing; seed it (``seed_spent``) and ask again.
+    """
+
+    lease: Lease | None
+    wait: float | None = 0.0
+    reason: str = ""
+    book: int = 0
+    requests_left: int = -1
+    tokens_left: int = -1
+    budget_left_nano: int = -1
+    spent_nano: int = 0
+    reserved_nano: int = 0
+    seed_needed: bool = False
+
+
 @dataclass
 class _Held:
-    """A Redis lease: its id and the buckets its tokens went into (so a settle corrects the same ones)."""
+    """A Redis lease: its id, the buckets its tokens went into and the books it holds a slot in."""
 
     id: str
     minute_bucket: int
     day_bucket: int
     tokens: int
+    finish_keys: list[str]
+    books: int
+    budget: bool = False
+    cost_nano: int = -1
     settled: bool = False
     released: bool = False
+
+    @property
+    def lease_keys(self) -> list[str]:
+        return self.finish_keys[0:3 * self.books:3]
 
 
 class RedisSlot:
@@ -142,7 +199,7 @@ class RedisLimiter:
         scheme = urlsplit(url).scheme if isinstance(url, str) else ""
         if scheme not in ("redis", "rediss", "unix"):
             raise InvalidArgumentError(f"the shared limits need a redis://, rediss:// or unix:// URL, got "
-                                       f"{_describe(url)!r}; for example redis://127.0.0.1:6379/0")
+                                       f"{describe_url(url)!r}; for example redis://127.0.0.1:6379/0")
         if priority not in PRIORITY_SHARE:
             raise InvalidArgumentError(f"priority= must be one of {', '.join(PRIORITY_SHARE)}, got {priority!r}")
         if on_unavailable not in ("fail-closed", "local-share"):
@@ -169,7 +226,7 @@ class RedisLimiter:
         self.on_unavailable = on_unavailable
         self.replicas = replicas
         self.outage_wait = float(outage_wait)
-        self.where = _describe(url)
+        self.where = describe_url(url)
         self._lease_ms = int(lease_seconds * 1000)
         # One retry covers a pooled connection that a Redis restart broke; more would only hide an outage.
         self._redis: Redis = redis.asyncio.Redis.from_url(
@@ -178,14 +235,15 @@ class RedisLimiter:
         )
         self._down: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
                                                        asyncio.TimeoutError)
-        scripts = {name: (_LUA / f"{name}.lua").read_text(encoding="utf-8") for name in ("admit", "finish",
-                                                                                          "renew", "pause")}
+        scripts = {name: (_LUA / f"{name}.lua").read_text(encoding="utf-8") for name in ("admit", "finish", "renew",
+                                                                                          "pause", "seed")}
         self._admit: AsyncScript = self._redis.register_script(scripts["admit"])
+        self._seed: AsyncScript = self._redis.register_script(scripts["seed"])
         self._finish_script: AsyncScript = self._redis.register_script(scripts["finish"])
         self._renew: AsyncScript = self._redis.register_script(scripts["renew"])
         self._pause: AsyncScript = self._redis.register_script(scripts["pause"])
         account = hashlib.sha256(key.encode("utf-8")).hexdigest()[:24]
-        prefix = f"{namespace}:{{{account}}}:"  # one hash tag: a cluster keeps an account's keys on one node
+        self._prefix = prefix = f"{namespace}:{{{account}}}:"  # one hash tag: a cluster keeps an account's keys on one node
         self._leases, self._requests, self._tokens, self._day, self._pause_key = (
             prefix + name for name in ("leases", "rpm", "tpm", "tpd", "pause"))
         window = limits.window_seconds + limits.guard_seconds
@@ -195,13 +253,14 @@ class RedisLimiter:
         self._bucket_ms = max(1, self._window_ms // 60)
         self._day_bucket_ms = max(1, self._day_ms // 1440)
         self._backoff = LimiterState(limits)  # this process's slow-down after a 429 and its own pause
-        self._fallback = RateLimiter(_divided(limits, replicas))
+        self._fallback = RateLimiter(limits.divided(replicas))
         self._outage_since: float | None = None
         self._next_probe = 0.0
         self._held: dict[str, _Held] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._line: asyncio.Lock | None = None
         self._released: asyncio.Event | None = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     # -- the Limiter interface ---------------------------------------------------------------------
 
@@ -218,31 +277,110 @@ class RedisLimiter:
 
         Raises ``LimiterUnavailableError`` when Redis cannot be reached and the mode is fail-closed.
         """
-        self._check_size(charge)
+        self.check_size(charge)
         now = time.monotonic()
         if now < self._backoff.paused_until:
             return LeaseAdmission(None, self._backoff.paused_until - now, "paused after a 429")
         if self._outage_since is not None and now < self._next_probe:
             return await self._fallback.try_acquire(charge)
-        lease_id = uuid.uuid4().hex
         try:
-            reply = await self._admit(keys=[self._leases, self._requests, self._tokens, self._day, self._pause_key],
-                                      args=[lease_id, charge.tokens, *self._effective(now), self._window_ms,
-                                            self._day_ms, self._bucket_ms, self._day_bucket_ms, self._lease_ms])
+            admission = await self.admit(charge)
+        except LimiterUnavailableError as exc:
+            return await self._unavailable(exc.__cause__ or exc, charge)
+        return LeaseAdmission(admission.lease, admission.wait, admission.reason)
+
+    async def admit(self, charge: Charge, *, above: tuple[SharedBook, ...] = (),
+                    budget: SharedBudget | None = None) -> SharedAdmission:
+        """One round trip: admit ``charge`` into the ``above`` books (a gateway key's), the budget and
+        the account's books together, or into none. Never waits and never falls back: raises
+        ``LimiterUnavailableError`` when Redis cannot be reached, whatever ``on_unavailable`` says.
+
+        For layers that keep their own limits beside the account's (the gateway); ``try_acquire`` and
+        ``acquire`` are the ``Limiter`` interface.
+        """
+        now = time.monotonic()
+        if now < self._backoff.paused_until:
+            return SharedAdmission(None, self._backoff.paused_until - now, "paused after a 429", len(above) + 1)
+        books = (*above, SharedBook((self._leases, self._requests, self._tokens, self._day, self._pause_key),
+                                    tuple(self.effective(now)), self._window_ms, self._day_ms))  # type: ignore[arg-type]
+        keys: list[str] = []
+        args: list[Any] = [uuid.uuid4().hex, charge.tokens, len(books), self._bucket_ms, self._day_bucket_ms,
+                           self._lease_ms]
+        for book in books:
+            keys += book.keys
+            args += [*book.limits, book.window_ms, book.day_ms]
+        if budget is not None:
+            keys += [budget.reservations, budget.spent]
+            args += [budget.limit_nano, budget.worst_nano]
+        try:
+            reply = await self._admit(keys=keys, args=args)
         except self._down as exc:
-            return await self._unavailable(exc, charge)
+            raise self._unreachable(exc) from exc
         self._reachable()
-        if int(reply[0]) != 1:
+        code = int(reply[0])
+        if code == 2:
+            return SharedAdmission(None, 0.0, "budget unknown", 1, seed_needed=True)
+        if code != 1:
             wait_ms = int(reply[1])
             reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
-            return LeaseAdmission(None, None if wait_ms < 0 else wait_ms / 1000, reason)
-        held = _Held(lease_id, int(reply[2]), int(reply[3]), charge.tokens)
+            return SharedAdmission(None, None if wait_ms < 0 else wait_ms / 1000, reason, int(reply[3]),
+                                   spent_nano=int(reply[4]), reserved_nano=int(reply[5]))
+        finish_keys = [key for book in books for key in (book.keys[0], book.keys[2], book.keys[3])]
+        if budget is not None:
+            finish_keys += [budget.reservations, budget.spent]
+        held = _Held(str(args[0]), int(reply[2]), int(reply[3]), charge.tokens, finish_keys, len(books),
+                     budget is not None)
         self._hold(held)
-        return LeaseAdmission(Lease(charge, held))
+        return SharedAdmission(Lease(charge, held), requests_left=int(reply[4]), tokens_left=int(reply[5]),
+                               budget_left_nano=int(reply[6]))
+
+    def book(self, name: str, limits: RateLimits) -> SharedBook:
+        """Limits of their own for ``name`` (hashed into the key names), kept beside the account's."""
+        return SharedBook(self.book_keys(name), _counts(limits), math.ceil(limits.window_seconds * 1000),
+                          math.ceil(limits.day_seconds * 1000))
+
+    def book_keys(self, name: str, *more: str) -> tuple[str, str, str, str, str]:
+        """The key names of ``name``'s book (``more`` adds parts, such as a budget period)."""
+        part = hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]
+        prefix = f"{self._prefix}sub:{part}:"
+        return (prefix + "leases", prefix + "rpm", prefix + "tpm", prefix + "tpd", self._pause_key)
+
+    def budget_keys(self, name: str, period: str) -> tuple[str, str]:
+        """The reservations hash and the spent counter of ``name``'s budget in ``period``."""
+        part = hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]
+        return (f"{self._prefix}sub:{part}:reserved", f"{self._prefix}sub:{part}:spent:{period or 'total'}")
+
+    async def seed_spent(self, key: str, nano: int, ttl_seconds: float = SPENT_TTL) -> int:
+        """Set a budget's spent counter from the ledger unless another process already has; its value."""
+        try:
+            return int(await self._seed(keys=[key], args=[nano, int(ttl_seconds * 1000)]))
+        except self._down as exc:
+            raise self._unreachable(exc) from exc
+
+    def finish_later(self, lease: Lease, *, tokens: int | None, cost_nano: int = -1) -> None:
+        """Settle ``lease`` to ``tokens`` (``None``: keep the charge) and the budget to its real
+        ``cost_nano``, and release it, in the background: for callers whose answer is already on its
+        way and who have no ``await`` at hand (the gateway). ``drain`` waits for these.
+        """
+        handle = lease.handle
+        if isinstance(handle, _Held):
+            handle.cost_nano = cost_nano
+        self.in_background(self._finish(lease, None, settle=tokens is not None, release=True, tokens=tokens))
+
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (a settle, a release, a pause report) without waiting; ``drain`` and ``aclose`` wait."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def drain(self) -> None:
+        """Wait for the settles and releases ``finish_later`` started."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def acquire(self, charge: Charge) -> Lease:
         """Wait until a request charged ``charge`` may be sent; returns its lease (release it!)."""
-        self._check_size(charge)
+        self.check_size(charge)
         line, released = self._events()
         async with line:  # this process's waiters go first in, first out; only the head asks Redis
             poll = _POLL_MIN
@@ -312,10 +450,14 @@ class RedisLimiter:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
             self._renewer = None
+        await self.drain()
         if self._held:
-            held, self._held = list(self._held), {}
+            held, self._held = list(self._held.values()), {}
             try:
-                await self._redis.zrem(self._leases, *held)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key in dict.fromkeys(key for h in held for key in h.lease_keys):
+                        pipe.zrem(key, *(h.id for h in held))
+                    await pipe.execute()
             except self._down as exc:  # they expire after lease_seconds by themselves
                 log.warning("could not free %d lease(s) in Redis at %s on close: %s", len(held), self.where, exc)
         await self._redis.aclose()
@@ -334,13 +476,14 @@ class RedisLimiter:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _check_size(self, charge: Charge) -> None:
+    def check_size(self, charge: Charge) -> None:
+        """Raise ``RequestTooLargeError`` for a charge no TPM or TPD window of the account can ever hold."""
         for name, value in (("TPM", self._limits.tpm), ("TPD", self._limits.tpd)):
             if value is not None and charge.tokens > value:
                 raise RequestTooLargeError(f"a request charged {charge.tokens} tokens can never fit the {name} "
                                            f"limit of {value}; lower max_tokens or shorten the prompt")
 
-    def _effective(self, now: float) -> list[int]:
+    def effective(self, now: float) -> list[int]:
         """Concurrency, RPM, TPM, TPD after margin, this process's back-off and the priority's share."""
         share = PRIORITY_SHARE[self.priority]
         out = []
@@ -361,7 +504,8 @@ class RedisLimiter:
             self._line, self._released = asyncio.Lock(), asyncio.Event()
         return self._line, self._released
 
-    async def _finish(self, lease: Lease, usage: Usage | None, *, settle: bool, release: bool) -> None:
+    async def _finish(self, lease: Lease, usage: Usage | None, *, settle: bool, release: bool,
+                      tokens: int | None = None) -> None:
         handle = lease.handle
         if isinstance(handle, Ticket):  # admitted by the local share during an outage
             if settle:
@@ -373,10 +517,12 @@ class RedisLimiter:
         if not isinstance(handle, _Held):
             raise InvalidArgumentError("this lease was not issued by this RedisLimiter; settle and release it "
                                        "with the limiter that acquired it")
+        if handle.budget and release and handle.cost_nano < 0:
+            handle.cost_nano = 0  # released unsettled (not sent): its reservation goes, nothing is spent
         delta = 0
         if settle and not handle.settled:
             handle.settled = True
-            delta = lease.charge.settled(usage) - handle.tokens
+            delta = (lease.charge.settled(usage) if tokens is None else tokens) - handle.tokens
             handle.tokens += delta
         release = release and not handle.released
         if delta == 0 and not release:
@@ -384,10 +530,12 @@ class RedisLimiter:
         if release:
             handle.released = True
             self._held.pop(handle.id, None)
+        args: list[Any] = [handle.id, handle.minute_bucket, handle.day_bucket, delta, 1 if release else 0,
+                           handle.books]
+        if handle.budget and release:
+            args += [handle.cost_nano, int(SPENT_TTL * 1000)]
         try:
-            await self._finish_script(keys=[self._leases, self._tokens, self._day],
-                                      args=[handle.id, handle.minute_bucket, handle.day_bucket, delta,
-                                            1 if release else 0])
+            await self._finish_script(keys=handle.finish_keys, args=args)
         except self._down as exc:
             # Not raised: the request is over either way, and an unreleased lease expires by itself.
             log.warning("could not %s a lease in Redis at %s (%s); it expires within %.0f s",
@@ -408,18 +556,24 @@ class RedisLimiter:
         interval = self._lease_ms / 3000
         while self._held:
             await asyncio.sleep(interval)
-            ids = list(self._held)
-            if not ids:
+            held = list(self._held.values())
+            if not held:
                 return
+            sets = list(dict.fromkeys(key for h in held for key in h.lease_keys))
+            expected = sum(len(h.lease_keys) for h in held)
             try:
-                renewed = await self._renew(keys=[self._leases], args=[self._lease_ms, *ids])
+                renewed = await self._renew(keys=sets, args=[self._lease_ms, *(h.id for h in held)])
             except self._down as exc:
-                log.warning("could not renew %d lease(s) in Redis at %s: %s", len(ids), self.where, exc)
+                log.warning("could not renew %d lease(s) in Redis at %s: %s", len(held), self.where, exc)
                 continue
-            if int(renewed) < len(ids):
+            if int(renewed) < expected:
                 log.warning("%d lease(s) expired in Redis before they were renewed (held longer than %.1f s "
-                            "without a renewal); their slots may be in use elsewhere", len(ids) - int(renewed),
+                            "without a renewal); their slots may be in use elsewhere", expected - int(renewed),
                             self._lease_ms / 1000)
+
+    def _unreachable(self, exc: BaseException) -> LimiterUnavailableError:
+        return LimiterUnavailableError(f"the shared limits in Redis at {self.where} are unreachable "
+                                       f"({type(exc).__name__}: {exc}); nothing was admitted", PROBE_SECONDS)
 
     async def _unavailable(self, exc: BaseException, charge: Charge) -> LeaseAdmission:
         now = time.monotonic()
@@ -442,21 +596,16 @@ class RedisLimiter:
             self._outage_since = None
 
 
-def _divided(limits: RateLimits, replicas: int) -> RateLimits:
-    """Each count limit split evenly over ``replicas`` processes (at least 1 each)."""
-    parts: dict[str, Any] = {}
-    for name in ("concurrency", "rpm", "tpm", "tpd"):
-        value = getattr(limits, name)
-        parts[name] = None if value is None else max(1, value // replicas)
-    return RateLimits(**parts, window_seconds=limits.window_seconds, day_seconds=limits.day_seconds,
-                      margin=limits.margin, guard_seconds=limits.guard_seconds)
+def _counts(limits: RateLimits) -> tuple[int, int, int, int]:
+    """Concurrency, RPM, TPM, TPD exactly as given (-1: unlimited): no margin, no share."""
+    return tuple(-1 if v is None else v for v in (limits.concurrency, limits.rpm, limits.tpm, limits.tpd))  # type: ignore[return-value]
 
 
 def _summary(limits: RateLimits) -> str:
     return f"{limits.concurrency} in flight, {limits.rpm} RPM, {limits.tpm} TPM, {limits.tpd} TPD"
 
 
-def _describe(url: object) -> str:
+def describe_url(url: object) -> str:
     """The URL without its user and password, for messages and logs."""
     if not isinstance(url, str):
         return repr(url)
