@@ -103,6 +103,22 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - fields[3] - fields[4], sum(fields)  # idle and iowait are not busy
 
 
+def redis_calls(url: str | None) -> tuple[int, int]:
+    """Script calls (EVALSHA, EVAL) and all commands (those the scripts ran included) the bench's redis-server has
+    processed so far; (0, 0) without one."""
+    if url is None:
+        return 0, 0
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+        scripts = sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+        return scripts, sum(int(entry["calls"]) for entry in stats.values())
+    finally:
+        client.close()
+
+
 def postmaster_pid(url: str) -> int:
     """The PostgreSQL server's main process: the parent of the backend serving one connection."""
     import psycopg
@@ -315,15 +331,16 @@ def table(results: dict[tuple[str, int], list[dict[str, Any]]], sizes: dict[str,
     lines += ["", f"CPU seconds each part used in the measured phase (medians; the machine has {CORES} cores, so "
               f"it had {CORES} x wall CPU-seconds to give):", "",
               "| limits | N | wall s | " + " | ".join(f"{p} CPU s" for p in parts)
-              + " | these / (cores x wall) | machine busy (/proc/stat, anyone's work) |",
-              "|---|---:|---:|" + "---:|" * (len(parts) + 2)]
+              + " | these / (cores x wall) | machine busy (/proc/stat, anyone's work) "
+              "| Redis per request: script calls, commands |",
+              "|---|---:|---:|" + "---:|" * (len(parts) + 3)]
     for mode, n in results:
         wall = med(mode, n, "wall")
         used = [med_cpu(mode, n, p) for p in parts]
         share = statistics.median(sum(r["cpu"].values()) / (CORES * r["wall"]) for r in results[(mode, n)])
         busy = med(mode, n, "machine_busy")
         lines.append(f"| {mode} | {n} | {wall:.2f} | " + " | ".join(f"{u:.2f}" for u in used)
-                     + f" | {share:.0%} | {busy:.0%} |")
+                     + f" | {share:.0%} | {busy:.0%} | {med(mode, n, 'redis_scripts'):.2f}, {med(mode, n, 'redis_commands'):.1f} |")
     failures: Counter[str] = Counter()
     for rows in results.values():
         for r in rows:
@@ -393,6 +410,7 @@ def main() -> int:
         for round_no in range(rounds):
             for mode in modes:
                 for n in COUNTS if round_no % 2 == 0 else COUNTS[::-1]:  # 1-2-3, 3-2-1, ...: drift hits all alike
+                    calls0 = redis_calls(shared.redis_url)
                     gateways = start_gateways(shared, n, mode)
                     try:
                         groups = {**base_groups, "gateways": [gw.proc.pid for gw in gateways]}
@@ -400,12 +418,16 @@ def main() -> int:
                                                             sizes))
                     finally:
                         stop_gateways(gateways)
+                    # Proof the rows used Redis (or did not): its commands per request sent, start-up included.
+                    calls = redis_calls(shared.redis_url)
+                    figures["redis_scripts"] = (calls[0] - calls0[0]) / max(1, sent)
+                    figures["redis_commands"] = (calls[1] - calls0[1]) / max(1, sent)
                     sent_total += sent
                     results.setdefault((mode, n), []).append(figures)
                     cpu = " ".join(f"{k}={v:.2f}s" for k, v in figures["cpu"].items())
                     print(f"round {round_no + 1} {mode:<10} N={n}: {figures['rps']:.0f} req/s, p50 "
                           f"{figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, {figures['ok']}/{figures['sent']} ok "
-                          f"in {figures['wall']:.2f} s; CPU {cpu}; machine busy {figures['machine_busy']:.0%}; load average {loadavg()}", flush=True)
+                          f"in {figures['wall']:.2f} s; CPU {cpu}; Redis per request: {figures['redis_scripts']:.2f} script calls, {figures['redis_commands']:.1f} commands; machine busy {figures['machine_busy']:.0%}; load average {loadavg()}", flush=True)
         ledger = ledger_requests(db_url)
     print(f"\nwhole run {time.perf_counter() - started:.0f} s; load average {loadavg()} at the end\n")
     print(table(results, sizes, args, rounds))
