@@ -332,19 +332,24 @@ def table(results: dict[tuple[str, int], list[dict[str, Any]]], sizes: dict[str,
               f"it had {CORES} x wall CPU-seconds to give):", "",
               "| limits | N | wall s | " + " | ".join(f"{p} CPU s" for p in parts)
               + " | these / (cores x wall) | machine busy (/proc/stat, anyone's work) "
-              "| Redis per request: script calls, commands |",
-              "|---|---:|---:|" + "---:|" * (len(parts) + 3)]
+              "| Redis per request: script calls, commands | CPU-bound ceiling req/s |",
+              "|---|---:|---:|" + "---:|" * (len(parts) + 4)]
     for mode, n in results:
         wall = med(mode, n, "wall")
         used = [med_cpu(mode, n, p) for p in parts]
         share = statistics.median(sum(r["cpu"].values()) / (CORES * r["wall"]) for r in results[(mode, n)])
         busy = med(mode, n, "machine_busy")
+        # If nothing else ran: all cores' seconds over the CPU seconds one request costs, every part counted.
+        ceiling = statistics.median(CORES * r["ok"] / sum(r["cpu"].values()) for r in results[(mode, n)])
         lines.append(f"| {mode} | {n} | {wall:.2f} | " + " | ".join(f"{u:.2f}" for u in used)
-                     + f" | {share:.0%} | {busy:.0%} | {med(mode, n, 'redis_scripts'):.2f}, {med(mode, n, 'redis_commands'):.1f} |")
+                     + f" | {share:.0%} | {busy:.0%} | {med(mode, n, 'redis_scripts'):.2f}, "
+                     f"{med(mode, n, 'redis_commands'):.1f} | {ceiling:.0f} |")
     failures: Counter[str] = Counter()
     for rows in results.values():
         for r in rows:
             failures.update(r["failures"])
+    lines += ["", "CPU-bound ceiling: the req/s this machine could give if its cores did nothing but this "
+              "row's parts (cores / CPU seconds per request of all parts together)."]
     lines += ["", "non-200 answers and failed requests: " + (", ".join(f"{k}: {v}" for k, v in failures.items())
                                                            if failures else "0")]
     return "\n".join(lines)
