@@ -192,15 +192,15 @@ def _unpinned() -> None:
     os.sched_setaffinity(0, CPUS)
 
 
-def start_gateways(shared: Shared, n: int, mode: str) -> list[Gateway]:
+def start_gateways(shared: Shared, n: int, mode: str, tag: str) -> list[Gateway]:
     """N ``kimiflow gateway serve`` processes on free ports (started together, then waited for)."""
     extra = []
     if mode == "redis" and shared.redis_url:
         extra = ["--redis", shared.redis_url] + (["--replicas", str(n)] if shared.replicas_flag else [])
     started: list[tuple[subprocess.Popen[str], Path]] = []
     for index in range(n):
-        log = shared.workdir / f"gateway-{mode}-{n}-{index}.log"
-        with log.open("a", encoding="utf-8") as err:
+        log = shared.workdir / f"gateway-{tag}-{mode}-{n}-{index}.log"
+        with log.open("w", encoding="utf-8") as err:
             proc = subprocess.Popen([kimiflow_command(), "gateway", "serve", "--port", "0", "--db", shared.db_url,
                                      *extra], env=shared.env(index), stdout=subprocess.PIPE, stderr=err, text=True,
                                     preexec_fn=_unpinned)
@@ -355,6 +355,13 @@ def table(results: dict[tuple[str, int], list[dict[str, Any]]], sizes: dict[str,
     return "\n".join(lines)
 
 
+def log_lines(log: Path) -> list[str]:
+    """A gateway's stderr without its access log and its start/stop notes: warnings, errors, tracebacks."""
+    quiet = ("kimiflow.gateway.access", "upstream http", "stopping: ")
+    return [line.rstrip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip() and not any(mark in line for mark in quiet)]
+
+
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -383,7 +390,13 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--phase-seconds", type=float, default=60.0,
                         help="time bound of each warm-up and measured phase (requests stop being sent after it)")
-    parser.add_argument("--no-redis", action="store_true", help="only the in-process rows")
+    parser.add_argument("--modes", default="in-process,redis",
+                        help="which limit rows, comma-separated: in-process, redis (default: both; redis is skipped "
+                             "if `gateway serve` has no --redis)")
+    parser.add_argument("--no-redis", action="store_true", help="only the in-process rows (--modes in-process)")
+    parser.add_argument("--redis-max-connections", type=int, default=None, metavar="N",
+                        help="add ?max_connections=N to the Redis URL the gateways get (redis-py's pool size; "
+                             "default: the URL without it, as a user would write it)")
     args = parser.parse_args()
     if args.rounds < 1 or args.in_flight < 1 or args.warmup < 0 or args.phase_seconds <= 0:
         parser.error("--rounds and --in-flight must be at least 1, --warmup at least 0, --phase-seconds above 0")
@@ -391,7 +404,12 @@ def main() -> int:
     sizes = {"warmup": args.warmup, "measured": args.requests or (2000 if args.quick else 8000)}
     options = serve_options()
     has_redis = "--redis " in options
-    modes = ["in-process"] + (["redis"] if has_redis and not args.no_redis else [])
+    wanted = ["in-process"] if args.no_redis else [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not wanted or set(wanted) - {"in-process", "redis"}:
+        parser.error("--modes takes in-process, redis or both")
+    modes = [m for m in wanted if m != "redis" or has_redis]
+    if not modes:
+        parser.error("no rows left to run: this checkout's `gateway serve` has no --redis")
     if not has_redis:
         print("redis rows: skipped (this checkout's `kimiflow gateway serve` has no --redis option)", flush=True)
     print(f"machine: {CORES} cores, load average {loadavg()} (1, 5, 15 min) at the start; load generator pinned "
@@ -404,7 +422,12 @@ def main() -> int:
             redis_server("redis" in modes) as redis, \
             tempfile.TemporaryDirectory(prefix="kimiflow-bench-scale-") as tmp:
         db_url, _ = fresh_database(pg_server)
-        shared = Shared(nginx.json_base_url, db_url, Path(tmp), redis_url=redis.url if redis else None,
+        redis_url = redis.url if redis else None
+        if redis_url and args.redis_max_connections:
+            redis_url += f"?max_connections={args.redis_max_connections}"
+        if redis_url:
+            print(f"redis rows: gateway serve --redis {redis_url}", flush=True)
+        shared = Shared(nginx.json_base_url, db_url, Path(tmp), redis_url=redis_url,
                         replicas_flag="--replicas" in options)
         shared.create_key()
         os.sched_setaffinity(0, {LOAD_CPU})  # only now: PostgreSQL and Redis were started unpinned
@@ -416,13 +439,18 @@ def main() -> int:
             for mode in modes:
                 for n in COUNTS if round_no % 2 == 0 else COUNTS[::-1]:  # 1-2-3, 3-2-1, ...: drift hits all alike
                     calls0 = redis_calls(shared.redis_url)
-                    gateways = start_gateways(shared, n, mode)
+                    gateways = start_gateways(shared, n, mode, f"r{round_no + 1}")
                     try:
                         groups = {**base_groups, "gateways": [gw.proc.pid for gw in gateways]}
                         figures, sent = asyncio.run(measure([gw.url for gw in gateways], shared.key, groups, args,
                                                             sizes))
                     finally:
                         stop_gateways(gateways)
+                    for gw in gateways:
+                        found = log_lines(gw.log)
+                        if found:
+                            print(f"  {gw.log.name}: {len(found)} line(s) besides the access log:"
+                                  + "".join(f"\n    {line[:400]}" for line in found[:12]), flush=True)
                     # Proof the rows used Redis (or did not): its commands per request sent, start-up included.
                     calls = redis_calls(shared.redis_url)
                     figures["redis_scripts"] = (calls[0] - calls0[0]) / max(1, sent)
