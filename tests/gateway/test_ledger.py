@@ -30,11 +30,12 @@ def test_journaled_rows_are_recovered_once(tmp_path: Path) -> None:
         assert writer._task is not None
         writer._task.cancel()
         os.close(writer._fd)  # type: ignore[arg-type]
+        os.close(writer._lock_fd)  # type: ignore[arg-type]  # the kernel releases a dead process's lock
         writer._executor.shutdown()
 
     asyncio.run(crash())
     assert store.ledger_rows() == []
-    with open(next(tmp_path.glob("g.sqlite.ledger-journal.*")), "ab") as journal:
+    with open(next(tmp_path.glob("g.sqlite.ledger-journal.*.0")), "ab") as journal:
         journal.write(b'{"request_id": "gw-torn", "ts": 1.0, "key')  # the line a kill cut short
     assert LedgerWriter(store, journal_path(db)).recover() == 5
     assert [r.request_id for r in store.ledger_rows()] == [f"gw-{n}" for n in range(5)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from kimiflow.gateway.manage import secret_path
 from kimiflow.gateway.proxy import _worst_prompt
 from kimiflow.gateway.shared import SharedBooks
 from kimiflow.gateway.store import SQLiteStore
-from kimiflow.sim import LatencyModel, Simulator
+from kimiflow.sim import FAULT_HEADER, LatencyModel, Simulator
 from tests.gateway.conftest import ADMIN_TOKEN, RunningGateway, start_gateway
 from tests.redis_server import RedisServer, free_port
 
@@ -170,3 +171,97 @@ def test_local_share_divides_the_limits_and_says_so(sim: Simulator, own_redis: R
     assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("unreachable" in m and "divided by 2" in m for m in warned), warned
+
+
+def test_redis_holds_no_key_or_secret_and_every_name_expires(sim: Simulator, redis_url: str, pair: Pair) -> None:
+    import redis.asyncio
+
+    one, two = pair(sim, redis_url, tier=1)
+    key = _key_on_both(one, two, "crm", rpm=50, tpm=100_000, concurrency=5, budget_cny=10.0)
+    assert {s for s, _, _ in asyncio.run(_spread((one, two), key, 4))} == {200}
+    key_id = one.record("crm").id
+    namespace = one.gw.settings.redis_namespace
+
+    async def check() -> list[str]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            names = [k.decode() async for k in client.scan_iter(match=f"{namespace}:*")]
+            for name in names:
+                for secret in (key, key_id, sim.api_key):
+                    assert secret not in name
+                    dumped = await client.dump(name)
+                    assert dumped is not None and secret.encode() not in dumped
+                assert 0 < await client.pttl(name) <= 86_400_000 + 200_000, name  # nothing stays forever
+            return names
+        finally:
+            await client.aclose()
+
+    deadline = time.monotonic() + 3
+    while True:  # the releases go out just after the answers
+        names = one.run(check())
+        if not any(n.endswith((":leases", ":reserved")) for n in names) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    # Left: the windows of the key and of the account, and the key's spent counter for the month; the
+    # leases and reservations left with their requests. All under one hash tag (one cluster slot).
+    tails = sorted(n.split(":", 2)[2] for n in names)
+    assert sum(t.startswith("sub:") for t in tails) == 3 and len(tails) == 5, tails
+    assert {t.rsplit(":", 1)[-1] for t in tails} == {"rpm", "tpm", _month()}, tails
+    assert len({n.split(":")[1] for n in names}) == 1
+
+
+def _month() -> str:
+    from kimiflow.gateway.admission import period_start
+
+    return period_start("month", time.time())
+
+
+async def _dead_holder(url: str, namespace: str, upstream_key: str, key_id: str, budget: float, worst: float) -> None:
+    """A replica that admitted a request and died (no release, no renewal): its lease and reservation stay."""
+    from kimiflow.limits import Charge, RateLimits, RedisLimiter
+    from kimiflow.limits.redis import SharedBudget
+
+    limiter = RedisLimiter(url, RateLimits(), namespace=namespace, key=upstream_key, lease_seconds=1.0)
+    reservations, spent = limiter.budget_keys(key_id, "")
+    await limiter.seed_spent(spent, 0)
+    book = limiter.book(key_id, RateLimits(concurrency=1, margin=0.0, guard_seconds=0.0))
+    admitted = await limiter.admit(Charge(10, 0), above=(book,),
+                                   budget=SharedBudget(reservations, spent, int(budget * 1e9), int(worst * 1e9)))
+    assert admitted.lease is not None
+    limiter._held.clear()  # stop renewing, as a killed process does
+    await limiter._redis.aclose()
+
+
+def test_a_dead_replicas_slot_and_reservation_come_back_after_the_lease(sim: Simulator, redis_url: str,
+                                                                       pair: Pair) -> None:
+    one, two = pair(sim, redis_url)
+    key = _key_on_both(one, two, "solo", concurrency=1, budget_cny=1.0, budget_period="total")
+    record = one.record("solo")
+    # The dead replica reserved almost all of the budget and holds the only slot.
+    asyncio.run(_dead_holder(redis_url, one.gw.settings.redis_namespace, sim.api_key, record.id, 1.0, 0.999))
+    status, body, _ = asyncio.run(_spread((one,), key, 1))[0]
+    assert status == 429 and body["error"]["type"] in ("exceeded_current_quota_error", "rate_limit_reached_error")
+    time.sleep(1.2)
+    assert [s for s, _, _ in asyncio.run(_spread((two,), key, 1))] == [200]
+
+
+def test_a_429_through_one_replica_pauses_the_account_on_the_other(sim: Simulator, redis_url: str,
+                                                                   pair: Pair) -> None:
+    one, two = pair(sim, redis_url, tier=1)
+    key = _key_on_both(one, two, "crm")
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {key}", FAULT_HEADER: "429-retry-after"}
+            async with http.post(one.base_url + "/chat/completions", json=BODY, headers=headers) as r:
+                assert r.status == 429 and "Retry-After" in r.headers
+                pause = float(r.headers["Retry-After"])
+            before = sim.stats.requests
+            status, body, answer_headers = await _post(http, two, key)
+            assert status == 429 and "paused after Kimi answered 429 (account tier)" in body["error"]["message"]
+            assert 1 <= int(answer_headers["Retry-After"]) <= pause + 1
+            assert sim.stats.requests == before, "the paused account sent nothing to Kimi"
+            await asyncio.sleep(pause + 0.2)
+            assert (await _post(http, two, key))[0] == 200
+
+    asyncio.run(run())

@@ -4,7 +4,6 @@ within a second (``keys_version``), and both write to the one ledger without los
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ import aiohttp
 import pytest
 
 from kimiflow.gateway import GatewaySettings, UpstreamConfig
-from kimiflow.gateway.keys import KeyLimits, load_or_create_secret
-from kimiflow.gateway.manage import secret_path
+from kimiflow.gateway.keys import KeyLimits
 from kimiflow.gateway.stores.postgres import PostgresStore
 from kimiflow.sim import Simulator
 from tests.gateway.conftest import ADMIN_TOKEN, RunningGateway, start_gateway
@@ -25,10 +23,8 @@ BODY: dict[str, Any] = {"model": "moonshot-v1-8k", "messages": [{"role": "user",
 
 @pytest.fixture
 def replicas(sim: Simulator, postgres_db: str, tmp_path: Path) -> Iterator[tuple[RunningGateway, RunningGateway]]:
+    # Two machines: state paths of their own, no secret file copied (the store holds the key secret).
     one_path, two_path = tmp_path / "one" / "gw.db", tmp_path / "two" / "gw.db"
-    two_path.parent.mkdir(parents=True)
-    load_or_create_secret(secret_path(one_path))
-    shutil.copy(secret_path(one_path), secret_path(two_path))  # replicas share the key secret
     started = []
     for path in (one_path, two_path):
         settings = GatewaySettings(UpstreamConfig(sim.base_url, sim.api_key), ADMIN_TOKEN, path)

@@ -150,7 +150,7 @@ async def _serve(gw: Any, host: str, port: int) -> None:
     from kimiflow.limits.redis import describe_url
 
     if not logging.getLogger().handlers:  # the access log goes to stderr unless the host configured logging
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
         logging.getLogger("kimiflow.gateway.access").setLevel(logging.INFO)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -144,7 +144,7 @@ class AdmissionBooks(Protocol):
     async def acquire(self, record: KeyRecord, *, tokens: int, worst_cny: float) -> Any: ...
     def settle(self, grant: Any, *, tokens: int, cost_cny: float) -> None: ...
     def release(self, grant: Any) -> None: ...
-    def on_upstream_rate_limited(self, retry_after: float | None) -> None: ...
+    async def on_upstream_rate_limited(self, retry_after: float | None) -> None: ...
     def headers(self, record: KeyRecord) -> dict[str, str]: ...
     def remaining_budget(self, record: KeyRecord) -> float | None: ...
     def spent(self, record: KeyRecord) -> float: ...
@@ -269,6 +269,12 @@ class Books:
         if self.account is not None and grant.account_ticket is not None:
             self.account.settle(grant.account_ticket, tokens, now)
 
+    def add_spent(self, key_id: str, cost_cny: float) -> None:
+        """Count a cost settled elsewhere (the shared books) in this process's figures for the key."""
+        book = self._keys.get(key_id)
+        if book is not None:
+            book.spent += cost_cny
+
     def release(self, grant: Grant) -> None:
         """Free the request's concurrency slots (idempotent)."""
         if grant.released:
@@ -280,7 +286,7 @@ class Books:
         if self.account is not None and grant.account_ticket is not None:
             self.account.release(grant.account_ticket)
 
-    def on_upstream_rate_limited(self, retry_after: float | None) -> None:
+    async def on_upstream_rate_limited(self, retry_after: float | None) -> None:
         """Kimi said 429 anyway (another client on the account): slow the whole account down."""
         if self.account is not None:
             self.account.on_rate_limited(retry_after=retry_after)

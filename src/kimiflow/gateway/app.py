@@ -24,7 +24,7 @@ from aiohttp import web
 from kimiflow.core.errors import ConfigError
 from kimiflow.core.pricing import cost_cny
 from kimiflow.gateway.admission import AdmissionBooks, Books, period_start
-from kimiflow.gateway.keys import KeyRecord, hash_key, load_or_create_secret
+from kimiflow.gateway.keys import KeyRecord, hash_key
 from kimiflow.gateway.ledger import LedgerWriter, journal_path
 from kimiflow.gateway.limits import RateLimits
 from kimiflow.gateway.manage import secret_path
@@ -108,7 +108,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, store: GatewayStore | None = None) -> None:
         self.settings = settings
         self.store: GatewayStore = store if store is not None else SQLiteStore(settings.db_path)
-        self._secret = load_or_create_secret(secret_path(settings.db_path))
+        self._secret = self.store.key_secret(secret_path(settings.db_path))  # PostgreSQL: shared by every replica
         self._admin_token = settings.admin_token.encode()
         account = RateLimits.for_tier(settings.tier) if settings.tier is not None else None
         self.books: AdmissionBooks = Books(account) if settings.redis_url is None else self._shared_books(account)

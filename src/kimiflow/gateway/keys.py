@@ -1,9 +1,11 @@
 """Virtual keys: how they are made, hashed, shown and limited.
 
 A virtual key is ``kfg-`` + 43 URL-safe random characters. It is shown once, at creation; the
-store keeps only ``HMAC-SHA256(server secret, key)`` and a display form (prefix + last 4). The
-server secret lives in a file beside the database, created with mode 0600 on first use, so a
-stolen database alone cannot be used to test guessed keys offline.
+store keeps only ``HMAC-SHA256(server secret, key)`` and a display form (prefix + last 4). Where the
+server secret lives is the store's business (``GatewayStore.key_secret``): a SQLite store keeps it in
+a file beside the database, created with mode 0600 on first use, so a stolen database file alone
+cannot be used to test guessed keys offline; a PostgreSQL store keeps it in the database, so every
+replica on every machine hashes keys alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -110,26 +113,45 @@ def hash_key(secret: bytes, key: str) -> str:
     return hmac.new(secret, key.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    """Read the server secret at ``path``; create it (mode 0600, never overwritten) on first use."""
+def read_secret(path: Path) -> bytes | None:
+    """The server secret in the file ``path``, or ``None`` when there is no such file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it a moment ago
-            data = path.read_bytes()
-        else:
-            data = secrets.token_bytes(SECRET_BYTES)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            return data
+        return None
     if len(data) < SECRET_BYTES:
         raise InvalidArgumentError(
             f"the gateway secret {path} is shorter than {SECRET_BYTES} bytes; restore it from a backup "
             "(without it no virtual key can be checked)"
         )
+    return data
+
+
+def new_secret() -> bytes:
+    """A fresh random server secret."""
+    return secrets.token_bytes(SECRET_BYTES)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the server secret at ``path``; create it (mode 0600, never overwritten) on first use."""
+    data = read_secret(path)
+    if data is not None:
+        return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it a moment ago: give it a moment to write it
+        for _ in range(100):
+            if len(path.read_bytes()) >= SECRET_BYTES:
+                break
+            time.sleep(0.01)
+        data = read_secret(path)
+        if data is None:
+            raise InvalidArgumentError(f"the gateway secret {path} vanished while it was being read") from None
+        return data
+    data = new_secret()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     return data

@@ -11,20 +11,31 @@ loses no row of a request whose answer the caller received. (A power cut could l
 rows, exactly as SQLite's WAL with ``synchronous=NORMAL`` can; an ``fsync`` per row would cost
 milliseconds on the request path, and per batch it would still leave the last batch exposed.)
 
-The rows are then committed to SQLite by one background task, in batches (everything queued
+The rows are then committed to the store by one background task, in batches (everything queued
 while the previous batch was written), on a worker thread: no database write on the request path.
-The journal is truncated whenever every row written to it is committed. At start-up,
-``recover()`` commits whatever the journal still holds; ``request_id`` is unique and rows are
-inserted with ``INSERT OR IGNORE``, so replaying a row that was already committed adds nothing.
-A line cut short by the kill (never one whose write returned) is skipped.
+A commit that fails (a locked SQLite file, a PostgreSQL connection lost) is tried again, with a
+growing pause, until it succeeds: the rows stay journaled meanwhile and are never dropped.
+The journal is truncated whenever every row written to it is committed.
+
+Several processes may share one state path (two gateways on one SQLite file, or on one PostgreSQL
+URL with one ``KIMIFLOW_HOME``). Each process journals into files of its own,
+``<journal>.<owner>.<N>``, and holds an exclusive ``flock`` on ``<journal>.<owner>.lock`` for as
+long as it runs. At start-up, and every ``ADOPT_SECONDS`` while it runs, ``recover()`` commits what
+every other journal of that state path whose lock it can take still holds (a process that died:
+the kernel released its lock), then removes those files; a live process's journal is never
+touched. ``request_id`` is unique and rows are inserted idempotently, so replaying a row that was
+already committed adds nothing. A line cut short by the kill (never one whose write returned) is
+skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +50,11 @@ LINGER_SECONDS = 0.05
 """How long the writer gathers rows before a commit. Durability comes from the journal, so waiting
 costs no caller anything, and one commit per 50 ms keeps the worker thread (and its GIL hand-offs)
 out of the event loop's way."""
-COMMIT_ATTEMPTS = 3
+ADOPT_SECONDS = 5.0
+"""How often a running writer looks for journals left by processes that died beside it (same state
+path) and commits them, so their rows need not wait for a restart."""
+RETRY_MAX_SECONDS = 1.0
+"""The longest pause between two attempts at a commit that keeps failing (it starts at 50 ms)."""
 SEGMENT_BYTES = 4 * 1024 * 1024
 """Under steady load the journal is never all committed at one instant, so it moves on to a new
 segment file at this size; a segment is deleted once all its rows are committed."""
@@ -48,8 +63,31 @@ _decode_row = msgspec.json.Decoder(LedgerRow)
 
 
 def journal_path(db_path: Path) -> Path:
-    """``gateway.sqlite`` -> ``gateway.sqlite.ledger-journal`` (segments add ``.N``)."""
+    """``gateway.sqlite`` -> ``gateway.sqlite.ledger-journal``; each process adds ``.<owner>.N`` (segments)
+    and ``.<owner>.lock`` to it."""
     return db_path.with_name(db_path.name + ".ledger-journal")
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive ``flock``, or ``None`` if a live process holds it
+    (or the file is gone)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class LedgerWriter:
@@ -68,44 +106,116 @@ class LedgerWriter:
         self._queue: asyncio.Queue[tuple[LedgerRow, int] | None] = asyncio.Queue()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kimiflow-ledger")
         self._task: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None
         self._fd: int | None = None
+        self._owner: str | None = None
+        self._lock_fd: int | None = None
         self._segment = 0
         self._segment_bytes = 0
         self._uncommitted: dict[int, int] = {}  # segment -> rows journaled there and not committed yet
         self._in_batch = 0
         self.committed_rows = 0
         self.commits = 0
-        self.failed_rows = 0
+        self.failed_commits = 0
         self.recovered_rows = 0
 
     def _segment_path(self, segment: int) -> Path:
-        assert self.journal is not None
-        return self.journal.with_name(f"{self.journal.name}.{segment}")
+        assert self.journal is not None and self._owner is not None
+        return self.journal.with_name(f"{self.journal.name}.{self._owner}.{segment}")
 
-    def _segments(self) -> list[Path]:
+    def _journals(self) -> dict[str, tuple[Path | None, list[Path]]]:
+        """Every journal of this state path: owner -> (its lock file, its segments in order).
+
+        ``""`` is a journal of a kimiflow from before per-process journals (``<journal>.N``, no lock)."""
+        found: dict[str, tuple[Path | None, list[tuple[int, Path]]]] = {}
         if self.journal is None or not self.journal.parent.exists():
-            return []
+            return {}
         prefix = self.journal.name + "."
-        found = [p for p in self.journal.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()]
-        return sorted(found, key=lambda p: int(p.name[len(prefix):]))
+        for path in self.journal.parent.iterdir():
+            if not path.name.startswith(prefix):
+                continue
+            rest = path.name[len(prefix):]
+            owner, _, tail = rest.rpartition(".")
+            if not owner and tail.isdigit():
+                owner = ""
+            elif not owner or "." in owner:
+                continue
+            segments = found.setdefault(owner, (None, []))[1]
+            if tail == "lock":
+                found[owner] = (path, segments)
+            elif tail.isdigit():
+                segments.append((int(tail), path))
+        return {owner: (lock, [p for _, p in sorted(segments)]) for owner, (lock, segments) in found.items()}
 
     def recover(self) -> int:
-        """Commit the rows a previous process left in the journal, then remove it. Returns rows new to the DB."""
-        segments = self._segments()
-        rows = []
-        for segment in segments:
-            for line in segment.read_bytes().splitlines():
-                try:
-                    rows.append(_decode_row.decode(line))
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    log.warning("ledger journal: skipped a line cut short by a crash")
-        inserted = self.store.write_ledger(rows) if rows else 0
-        for segment in segments:
-            segment.unlink()
-        self.recovered_rows = inserted
+        """Commit the rows processes that died left in their journals, then remove those journals.
+
+        A journal whose lock is held belongs to a live process and is left alone. Returns rows new to the DB.
+        """
+        rows: list[LedgerRow] = []
+        claimed: list[tuple[int | None, Path | None, list[Path]]] = []
+        try:
+            for owner, (lock, segments) in self._journals().items():
+                if owner == self._owner:
+                    continue
+                fd = None
+                if lock is not None:
+                    fd = _try_lock(lock)
+                    if fd is None:
+                        continue  # a live process's journal
+                    if not _same_file(lock, fd):  # removed by another recovering process meanwhile
+                        os.close(fd)
+                        continue
+                    # Listed again under the lock: its owner may have opened a segment after the first listing.
+                    segments = self._journals().get(owner, (lock, segments))[1]
+                claimed.append((fd, lock, segments))
+                for segment in segments:
+                    try:
+                        data = segment.read_bytes()
+                    except FileNotFoundError:  # recovered and removed by another process meanwhile
+                        continue
+                    for line in data.splitlines():
+                        try:
+                            rows.append(_decode_row.decode(line))
+                        except (msgspec.DecodeError, msgspec.ValidationError):
+                            log.warning("ledger journal: skipped a line cut short by a crash")
+            inserted = self.store.write_ledger(rows) if rows else 0
+            for _, lock, segments in claimed:
+                for segment in segments:
+                    segment.unlink(missing_ok=True)
+                if lock is not None:
+                    lock.unlink(missing_ok=True)  # still under its lock: nobody else reads it now
+        finally:
+            for fd, _, _ in claimed:
+                if fd is not None:
+                    os.close(fd)
+        self.recovered_rows += inserted
         if rows:
-            log.info("ledger journal: %d rows recovered, %d of them not yet in the database", len(rows), inserted)
+            log.info("ledger journal: %d rows recovered from %d journal(s) of stopped processes, %d of them not yet "
+                     "in the database", len(rows), len(claimed), inserted)
         return inserted
+
+    def _take_journal(self) -> None:
+        """Pick an owner name of this process's own and hold the exclusive lock of its journal."""
+        assert self.journal is not None
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+            lock = self.journal.with_name(f"{self.journal.name}.{owner}.lock")
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a recovering process took it between our create and our lock
+                os.close(fd)
+                continue
+            # A recovering process that took it in that instant removed it (no segments): then start over.
+            if _same_file(lock, fd):
+                self._owner, self._lock_fd = owner, fd
+                return
+            os.close(fd)
 
     def _open_segment(self, segment: int) -> None:
         if self._fd is not None:
@@ -115,9 +225,21 @@ class LedgerWriter:
 
     def start(self) -> None:
         if self.journal is not None and self._fd is None:
+            self._take_journal()
             self._open_segment(0)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="kimiflow-ledger-writer")
+        if self.journal is not None and self._adopter is None:
+            self._adopter = asyncio.get_running_loop().create_task(self._adopt(), name="kimiflow-ledger-adopt")
+
+    async def _adopt(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ADOPT_SECONDS)
+            try:
+                await loop.run_in_executor(self._executor, self.recover)
+            except Exception as exc:  # the database is away for a moment: the journal waits, try again later
+                log.warning("ledger: committing the journal of a stopped process failed (tried again later): %s", exc)
 
     def submit(self, row: LedgerRow) -> None:
         """Queue ``row`` for the next batch commit."""
@@ -160,15 +282,23 @@ class LedgerWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         stopping = False
-        while not stopping:
-            item = await self._queue.get()
-            if item is None:
-                break
-            self._in_batch = 1  # taken from the queue, not committed: still pending
-            if LINGER_SECONDS > 0:
-                await asyncio.sleep(LINGER_SECONDS)
-            batch = [item]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
+        held: list[tuple[LedgerRow, int]] = []  # a batch whose commit failed: tried again, never dropped
+        pause = 0.0
+        failures = 0
+        while True:
+            if held:
+                batch, held = held, []
+            else:
+                if stopping:
+                    break
+                item = await self._queue.get()
+                if item is None:
+                    break
+                self._in_batch = 1  # taken from the queue, not committed: still pending
+                if LINGER_SECONDS > 0:
+                    await asyncio.sleep(LINGER_SECONDS)
+                batch = [item]
+            while len(batch) < MAX_BATCH and not stopping and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 if nxt is None:
                     stopping = True
@@ -176,23 +306,21 @@ class LedgerWriter:
                 batch.append(nxt)
             rows = [row for row, _ in batch]
             self._in_batch = len(rows)
-            error: BaseException | None = None
-            for attempt in range(1, COMMIT_ATTEMPTS + 1):
-                try:
-                    await loop.run_in_executor(self._executor, self.store.write_ledger, rows)
-                except Exception as exc:  # a locked or full disk: try again, then report
-                    error = exc
-                    log.warning("ledger commit of %d rows failed (attempt %d): %s", len(rows), attempt, exc)
-                    await asyncio.sleep(0.05 * attempt)
-                else:
-                    error = None
-                    break
-            self._in_batch = 0
-            if error is not None:
-                self.failed_rows += len(rows)
-                log.error("ledger: %d rows could not be committed now (journaled ones are recovered at the next "
-                          "start): %s", len(rows), error)
+            try:
+                await loop.run_in_executor(self._executor, self.store.write_ledger, rows)
+            except Exception as exc:  # a locked file, a lost connection: the rows stay journaled, try again
+                held = batch
+                self.failed_commits += 1
+                failures += 1
+                pause = min(max(pause * 2, 0.05), RETRY_MAX_SECONDS)
+                log.warning("ledger commit of %d rows failed (%d in a row; trying again in %.2f s): %s",
+                            len(rows), failures, pause, exc)
+                await asyncio.sleep(pause)
                 continue
+            if failures:
+                log.warning("ledger: commits work again after %d failed attempts", failures)
+            pause, failures = 0.0, 0
+            self._in_batch = 0
             self.commits += 1
             self.committed_rows += len(rows)
             self._committed_batch([segment for _, segment in batch])
@@ -201,13 +329,20 @@ class LedgerWriter:
 
     async def close(self, timeout: float = 10.0) -> None:
         """Commit everything queued, then stop (waits at most ``timeout`` seconds)."""
+        if self._adopter is not None:
+            self._adopter.cancel()
+            try:
+                await self._adopter
+            except asyncio.CancelledError:
+                pass
+            self._adopter = None
         if self._task is not None:
             self._queue.put_nowait(None)
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except asyncio.TimeoutError:
-                log.error("ledger: %d rows still queued at shutdown after %.1f s (journaled ones are recovered "
-                          "at the next start)", self._queue.qsize(), timeout)
+                log.error("ledger: %d rows still not committed at shutdown after %.1f s (journaled ones are "
+                          "recovered at the next start)", self.pending, timeout)
                 self._task.cancel()
             self._task = None
         self._executor.shutdown(wait=True)
@@ -216,3 +351,9 @@ class LedgerWriter:
             self._fd = None
             if not self._uncommitted:
                 self._segment_path(self._segment).unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            assert self.journal is not None
+            if not self._uncommitted:  # else the next recover() finds the rows, the lock file released
+                self.journal.with_name(f"{self.journal.name}.{self._owner}.lock").unlink(missing_ok=True)
+            os.close(self._lock_fd)
+            self._lock_fd = None

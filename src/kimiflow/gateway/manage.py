@@ -13,7 +13,6 @@ from kimiflow.gateway.keys import (
     KeyRecord,
     display_form,
     hash_key,
-    load_or_create_secret,
     new_key,
     new_key_id,
 )
@@ -23,7 +22,10 @@ LIMIT_FIELDS = ("rpm", "tpm", "concurrency", "budget_cny", "budget_period", "mod
 
 
 def secret_path(db_path: Path) -> Path:
-    """The server secret lives beside the database: ``gateway.sqlite`` -> ``gateway.sqlite.secret``."""
+    """The local secret file beside the state path: ``gateway.sqlite`` -> ``gateway.sqlite.secret``.
+
+    A SQLite store keeps the server secret there; a PostgreSQL store keeps it in the database and
+    reads this file only once, to adopt a secret from before (see ``GatewayStore.key_secret``)."""
     return db_path.with_name(db_path.name + ".secret")
 
 
@@ -58,8 +60,11 @@ def validate_name(name: str) -> str:
 
 
 def create_key(store: GatewayStore, db_path: Path, name: str, limits: KeyLimits, *, actor: str) -> tuple[str, KeyRecord]:
-    """Make a new virtual key; returns the key (shown once) and its stored record."""
-    secret = load_or_create_secret(secret_path(db_path))
+    """Make a new virtual key; returns the key (shown once) and its stored record.
+
+    ``db_path`` is the state path (see ``kimiflow.gateway.store.state_path``); the key is hashed with
+    the store's secret, the one every gateway on that store checks keys with."""
+    secret = store.key_secret(secret_path(db_path))
     key = new_key()
     record = KeyRecord(id=new_key_id(), name=validate_name(name), key_hash=hash_key(secret, key),
                        display=display_form(key), limits=limits, created=time.time())

@@ -223,7 +223,7 @@ async def _pass_error(gw: Gateway, call: ChatCall, upstream: aiohttp.ClientRespo
     if upstream.status == 429 and kind in ("rate_limit_reached_error", "engine_overloaded_error"):
         from kimiflow.core.retry import retry_after_from
 
-        gw.books.on_upstream_rate_limited(retry_after_from(message, dict(upstream.headers)))
+        await gw.books.on_upstream_rate_limited(retry_after_from(message, dict(upstream.headers)))
     _ledger(gw).durable(call.row(upstream.status, "upstream_error", None))
     if "Retry-After" in upstream.headers:
         headers["Retry-After"] = upstream.headers["Retry-After"]

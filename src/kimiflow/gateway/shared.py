@@ -123,8 +123,10 @@ class SharedBooks:
 
     async def acquire(self, record: KeyRecord, *, tokens: int, worst_cny: float) -> Grant | SharedGrant | Rejection:
         now = time.monotonic()
-        if self._outage_since is not None and now < self._next_probe:
-            return self._unavailable(record, tokens, worst_cny, None)
+        if self._outage_since is not None:
+            if now < self._next_probe:
+                return self._unavailable(record, tokens, worst_cny, None)
+            self._next_probe = now + PROBE_SECONDS  # this request probes; the others meanwhile do not wait
         limits = record.limits
         if limits.tpm is not None and tokens > limits.tpm:
             return too_large_for_key(record.name, limits, tokens)
@@ -162,9 +164,7 @@ class SharedBooks:
         if grant.settled:
             return
         grant.settled, grant.tokens, grant.cost_cny = True, tokens, cost_cny
-        book = self.local._keys.get(grant.key_id)
-        if book is not None:
-            book.spent += cost_cny  # what the page and /admin/ show for this replica until the next load
+        self.local.add_spent(grant.key_id, cost_cny)  # what the page and /admin/ show until the next load
 
     def release(self, grant: Grant | SharedGrant) -> None:
         if isinstance(grant, Grant):
@@ -177,10 +177,11 @@ class SharedBooks:
         cost = nano(grant.cost_cny) if grant.cost_cny is not None else 0
         self.limiter.finish_later(grant.lease, tokens=grant.tokens, cost_nano=cost)
 
-    def on_upstream_rate_limited(self, retry_after: float | None) -> None:
-        """Kimi said 429 anyway: every process on the account pauses (shared), this one slows down."""
-        self.local.on_upstream_rate_limited(retry_after)
-        self.limiter.in_background(self.limiter.report_rate_limited(retry_after))
+    async def on_upstream_rate_limited(self, retry_after: float | None) -> None:
+        """Kimi said 429 anyway: every process on the account pauses (shared before the 429 is passed
+        on, so a caller retrying at once through another replica meets the pause), this one slows down."""
+        await self.local.on_upstream_rate_limited(retry_after)
+        await self.limiter.report_rate_limited(retry_after)
 
     def headers(self, record: KeyRecord) -> dict[str, str]:
         """``x-ratelimit-*`` as the last admission on this replica saw them (the local books before one)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
+from kimiflow.gateway.keys import load_or_create_secret
 from kimiflow.gateway.stores.base import LEDGER_COLUMNS, USAGE_GROUPS, GatewayStore, LedgerRow, SQLStore, utc_day
 
 __all__ = ["MIGRATIONS", "USAGE_GROUPS", "GatewayStore", "LedgerRow", "SQLiteStore", "is_postgres_url", "open_store",
@@ -128,6 +129,11 @@ class SQLiteStore(SQLStore):
     def _is_duplicate(self, exc: Exception) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
 
+    def key_secret(self, fallback_file: Path) -> bytes:
+        """The secret stays in its own file beside the database (mode 0600), created on first use: the
+        database file alone is not enough to test guessed keys, and every process using it is on this machine."""
+        return load_or_create_secret(fallback_file)
+
     def _migrate(self) -> None:
         with self._lock, self._transaction():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -229,7 +235,8 @@ class SQLiteStore(SQLStore):
 
 
 def state_path(url: str, home: Path) -> Path:
-    """The local file the gateway keeps beside its database (key secret, ledger journal derive from it).
+    """The local path the gateway's own files derive from: the ledger journals (one per process, see
+    ``kimiflow.gateway.ledger``) and, for SQLite, the key secret (PostgreSQL keeps it in the database).
 
     For SQLite it is the database file itself; for PostgreSQL a file under ``home`` named after the
     server and database (never the password), so one machine can serve several databases.

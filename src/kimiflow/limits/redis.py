@@ -339,11 +339,12 @@ class RedisLimiter:
         return SharedBook(self.book_keys(name), _counts(limits), math.ceil(limits.window_seconds * 1000),
                           math.ceil(limits.day_seconds * 1000))
 
-    def book_keys(self, name: str, *more: str) -> tuple[str, str, str, str, str]:
-        """The key names of ``name``'s book (``more`` adds parts, such as a budget period)."""
+    def book_keys(self, name: str) -> tuple[str, str, str, str, str]:
+        """The key names of ``name``'s book."""
         part = hashlib.sha256(name.encode("utf-8")).hexdigest()[:24]
         prefix = f"{self._prefix}sub:{part}:"
-        return (prefix + "leases", prefix + "rpm", prefix + "tpm", prefix + "tpd", self._pause_key)
+        # A 429 pauses the account (its own pause key); a book of its own has a pause nobody sets.
+        return (prefix + "leases", prefix + "rpm", prefix + "tpm", prefix + "tpd", prefix + "pause")
 
     def budget_keys(self, name: str, period: str) -> tuple[str, str]:
         """The reservations hash and the spent counter of ``name``'s budget in ``period``."""

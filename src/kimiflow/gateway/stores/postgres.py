@@ -13,16 +13,22 @@ partitions older than that many days (rollups are kept, so usage totals survive)
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from kimiflow.core.errors import ConfigError, InvalidArgumentError
+from kimiflow.gateway.keys import SECRET_BYTES, KeyLimits, KeyRecord, new_secret, read_secret
 from kimiflow.gateway.stores.base import LEDGER_COLUMNS, USAGE_GROUPS, LedgerRow, SQLStore, utc_day
+
+log = logging.getLogger("kimiflow.gateway.store")
+T = TypeVar("T")
 
 _M1 = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
@@ -53,7 +59,15 @@ CREATE TABLE audit (
 CREATE TABLE files (file_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, created DOUBLE PRECISION NOT NULL)
 """
 
-MIGRATIONS: list[str] = [_M1]
+# The server secret virtual keys are hashed with: one row, shared by every replica on every machine.
+_M2 = """
+CREATE TABLE key_secret (
+    only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row), secret BYTEA NOT NULL,
+    created DOUBLE PRECISION NOT NULL, source TEXT NOT NULL
+)
+"""
+
+MIGRATIONS: list[str] = [_M1, _M2]
 
 # One statement per batch: insert what is new, then add exactly the inserted rows to the rollups.
 _WRITE = f"""
@@ -132,11 +146,16 @@ class PostgresStore(SQLStore):
             raise ConfigError(f"retention_days must be a whole number of days >= 1, got {retention_days!r}")
         self.retention_days = retention_days if retention_days is not None else from_url
         self._psycopg = psycopg
+        self._conninfo = conninfo
         self._lock = threading.Lock()
         self._partitions: set[date] = set()
         self._retention_checked: date | None = None
+        self._secret: bytes | None = None
+        self._closed = False
+        self._tx = threading.local()  # commit_sent: of this thread's last key change
+        self.reconnects = 0
         try:
-            self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+            self._conn = self._connect()
         except psycopg.Error as exc:
             raise ConfigError(
                 f"cannot connect to the gateway database: {' '.join(str(exc).split())}"
@@ -145,12 +164,144 @@ class PostgresStore(SQLStore):
         try:
             self._migrate()
         except BaseException:
-            self._db.close()
+            self._conn.close()
             raise
 
-    def _transaction(self) -> AbstractContextManager[Any]:
-        transaction: AbstractContextManager[Any] = self._db.transaction()
-        return transaction
+    # -- the connection ------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+
+    @property
+    def _db(self) -> Any:
+        """The connection, opened again first if the server dropped it (a restart, ``pg_terminate_backend``).
+
+        Always used under ``_lock``. A failed reconnect raises ``psycopg.OperationalError``; the next use tries again.
+        """
+        if self._conn.closed and not self._closed:
+            self._conn = self._connect()
+            self.reconnects += 1
+            log.warning("gateway store: the PostgreSQL connection was lost; reconnected")
+        return self._conn
+
+    @_db.setter
+    def _db(self, conn: Any) -> None:
+        self._conn = conn
+
+    def _retry(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call`` once more on a new connection if it failed because the connection was lost.
+
+        For reads and idempotent writes (the ledger, files); key changes use ``_retry_unsent``.
+        """
+        try:
+            return call(*args, **kwargs)
+        except self._psycopg.OperationalError as exc:
+            if self._closed or not self._conn.closed:
+                raise
+            log.info("gateway store: PostgreSQL connection lost (%s); trying again on a new one",
+                     " ".join(str(exc).split()))
+        return call(*args, **kwargs)
+
+    def _retry_unsent(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like ``_retry``, for a change that must not happen twice: tried again only if the connection
+        was lost before its ``COMMIT`` was sent (an idle connection the server dropped, say); a loss
+        during the commit is reported, since the change may or may not have been made."""
+        try:
+            return call(*args, **kwargs)
+        except self._psycopg.OperationalError as exc:
+            if self._closed or not self._conn.closed or getattr(self._tx, "commit_sent", True):
+                raise
+            log.info("gateway store: PostgreSQL connection lost before a commit (%s); trying again on a new one",
+                     " ".join(str(exc).split()))
+        return call(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._tx.commit_sent = False
+        with self._db.transaction():
+            yield
+            self._tx.commit_sent = True  # from here on the server may have committed, whatever comes back
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._conn.close()
+
+    # Retried once on a new connection when the old one was lost.
+    def create_key(self, record: KeyRecord, *, actor: str) -> None:
+        self._retry_unsent(super().create_key, record, actor=actor)
+
+    def update_key(self, name: str, limits: KeyLimits, *, actor: str) -> KeyRecord:
+        return self._retry_unsent(super().update_key, name, limits, actor=actor)
+
+    def revoke_key(self, name: str, *, actor: str) -> KeyRecord:
+        return self._retry_unsent(super().revoke_key, name, actor=actor)
+
+    def add_file(self, file_id: str, key_id: str) -> None:
+        self._retry(super().add_file, file_id, key_id)
+
+    def remove_file(self, file_id: str) -> None:
+        self._retry(super().remove_file, file_id)
+
+    def get_key(self, name: str) -> KeyRecord | None:
+        return self._retry(super().get_key, name)
+
+    def list_keys(self, *, include_revoked: bool = True) -> list[KeyRecord]:
+        return self._retry(super().list_keys, include_revoked=include_revoked)
+
+    def keys_version(self) -> int:
+        return self._retry(super().keys_version)
+
+    def ledger_rows(self, *, key_id: str | None = None) -> list[LedgerRow]:
+        return self._retry(super().ledger_rows, key_id=key_id)
+
+    def recent_problems(self, *, key_id: str | None = None, limit: int = 20) -> list[LedgerRow]:
+        return self._retry(super().recent_problems, key_id=key_id, limit=limit)
+
+    def file_owner(self, file_id: str) -> str | None:
+        return self._retry(super().file_owner, file_id)
+
+    def files_of(self, key_id: str) -> set[str]:
+        return self._retry(super().files_of, key_id)
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        return self._retry(super().audit_log)
+
+    # -- the key secret ------------------------------------------------------------------------
+
+    def key_secret(self, fallback_file: Path) -> bytes:
+        """The server secret, kept in the database so every replica hashes keys alike.
+
+        The first process to ask stores one: the secret in ``fallback_file`` if that file exists (a
+        database used before the secret moved here: its keys keep working), else a new random one.
+        ``INSERT ... ON CONFLICT DO NOTHING`` then ``SELECT``: replicas starting at once agree on one.
+        """
+        if self._secret is None:
+            self._secret = self._retry(self._key_secret, fallback_file)
+        return self._secret
+
+    def _key_secret(self, fallback_file: Path) -> bytes:
+        with self._lock:
+            row = self._db.execute("SELECT secret FROM key_secret").fetchone()
+        local = read_secret(fallback_file)
+        if row is None:
+            offered, source = (local, "file") if local is not None else (new_secret(), "generated")
+            with self._lock:
+                self._db.execute(
+                    "INSERT INTO key_secret (only_row, secret, created, source) VALUES (TRUE, %s, %s, %s) "
+                    "ON CONFLICT (only_row) DO NOTHING",
+                    (offered, time.time(), source),
+                )
+                row = self._db.execute("SELECT secret FROM key_secret").fetchone()
+            if source == "file" and bytes(row[0]) == offered:
+                log.info("gateway store: the key secret of %s is now kept in the database", fallback_file)
+        secret = bytes(row[0])
+        if len(secret) < SECRET_BYTES:
+            raise ConfigError(f"the key secret stored in the gateway database is shorter than {SECRET_BYTES} bytes")
+        if local is not None and local != secret:
+            log.warning("gateway store: %s differs from the key secret kept in the database; the database's is used "
+                        "(keys hashed with that file's secret are not recognised)", fallback_file)
+        return secret
 
     def _is_duplicate(self, exc: Exception) -> bool:
         return isinstance(exc, self._psycopg.errors.UniqueViolation)
@@ -176,6 +327,9 @@ class PostgresStore(SQLStore):
                 self._db.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (number, time.time()))
 
     def schema_version(self) -> int:
+        return self._retry(self._schema_version)
+
+    def _schema_version(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return int(row[0]) if row and row[0] is not None else 0
@@ -197,6 +351,9 @@ class PostgresStore(SQLStore):
 
     def partitions(self) -> list[str]:
         """The ledger's day partitions, oldest first."""
+        return self._retry(self._partition_names)
+
+    def _partition_names(self) -> list[str]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -233,8 +390,12 @@ class PostgresStore(SQLStore):
     def write_ledger(self, rows: Sequence[LedgerRow]) -> int:
         """Insert rows in one transaction, skipping request ids already stored; rollups follow.
 
-        Returns how many rows were new. Idempotent: writing the same rows again changes nothing.
+        Returns how many rows were new. Idempotent: writing the same rows again changes nothing, so a
+        write that failed because the connection was lost is tried again on a new one.
         """
+        return self._retry(self._write_ledger, rows)
+
+    def _write_ledger(self, rows: Sequence[LedgerRow]) -> int:
         if not rows:
             return 0
         columns: list[list[Any]] = [[] for _ in range(15)]
@@ -265,6 +426,9 @@ class PostgresStore(SQLStore):
 
     def spend_since(self, key_id: str, day: str) -> float:
         """CNY the key spent from UTC day ``day`` on (``""`` for all time), from the rollups."""
+        return self._retry(self._spend_since, key_id, day)
+
+    def _spend_since(self, key_id: str, day: str) -> float:
         with self._lock:
             if day:
                 row = self._db.execute(
@@ -278,6 +442,9 @@ class PostgresStore(SQLStore):
 
     def usage(self, *, key_id: str | None = None, since: str | None = None, by: str = "day") -> list[dict[str, Any]]:
         """Totals from the daily rollups, grouped by day, model or key (name included)."""
+        return self._retry(self._usage, key_id=key_id, since=since, by=by)
+
+    def _usage(self, *, key_id: str | None, since: str | None, by: str) -> list[dict[str, Any]]:
         if by not in USAGE_GROUPS:
             raise InvalidArgumentError(f"--by must be one of {', '.join(USAGE_GROUPS)}, got {by!r}")
         if since:
