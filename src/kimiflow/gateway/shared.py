@@ -149,7 +149,7 @@ class SharedBooks:
             return self._unavailable(record, tokens, worst_cny, exc)
         if self._outage_since is not None:
             log.warning("gateway: Redis at %s answers again after %.1f s: the shared limits are back",
-                        self.limiter.where, now - self._outage_since)
+                        self.limiter.where, time.monotonic() - self._outage_since)
             self._outage_since = None
         if admission.lease is None:
             return self._refused(record, admission, key_book.limits, tokens, worst_cny)
