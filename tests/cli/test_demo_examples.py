@@ -32,7 +32,10 @@ def test_demo_finishes_within_a_minute_and_shows_the_speedup(tmp_path: Path) -> 
     sequential = float(re.search(r"sequential: ([\d.]+) s", out).group(1))
     concurrent = float(re.search(r"concurrent: ([\d.]+) s", out).group(1))
     speedup = float(re.search(r"speed-up: ([\d.]+)x", out).group(1))
-    assert speedup == pytest.approx(sequential / concurrent, abs=0.06)
+    # The times are printed to 0.01 s and the speed-up to 0.1 from unrounded figures: it must lie
+    # within what the printed times allow, give or take those roundings, and no further.
+    low, high = (sequential - 0.005) / (concurrent + 0.005), (sequential + 0.005) / (concurrent - 0.005)
+    assert low - 0.05 <= speedup <= high + 0.05, (sequential, concurrent, speedup)
     assert speedup > 3  # ten requests at realistic latency overlap
     assert re.search(r"first text after ([\d.]+) s, complete after ([\d.]+) s", out)
     if hasattr(importlib.import_module("kimiflow.batch"), "run_batch"):
