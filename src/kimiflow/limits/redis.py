@@ -39,7 +39,6 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -387,12 +386,6 @@ class RedisLimiter:
             self._sender = asyncio.get_running_loop().create_task(self._send_finishes())
             self._pending.add(self._sender)
             self._sender.add_done_callback(self._pending.discard)
-
-    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` (a settle, a release, a pause report) without waiting; ``drain`` and ``aclose`` wait."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
 
     async def drain(self) -> None:
         """Wait for the settles and releases ``finish_later`` started."""
