@@ -226,6 +226,10 @@ class SharedBooks:
 
     def _refused(self, record: KeyRecord, admission: SharedAdmission, key_limits: tuple[int, int, int, int],
                  tokens: int, worst_cny: float) -> Rejection:
+        if admission.seed_needed:  # the counter vanished again between seeding and asking: rare, retry
+            return Rejection(503, "server_error", f"The gateway could not read key '{record.name}''s spent budget "
+                             "from its shared limits; nothing was sent to Kimi, please try again after 1 seconds",
+                             "limits_unavailable", 1)
         if admission.reason == "budget":
             return over_budget(record.name, record.limits, admission.spent_nano / NANO,
                                admission.reserved_nano / NANO, worst_cny)
