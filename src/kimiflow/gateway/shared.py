@@ -55,6 +55,12 @@ NANO = 1_000_000_000
 UNAVAILABLE = ("fail-closed", "local-share")
 
 
+def _named(counts: tuple[int, int, int, int]) -> dict[str, float]:
+    """A book's limits as checked, by name; -1 (unlimited) is infinite."""
+    return {name: math.inf if v < 0 else float(v) for name, v in zip(("concurrency", "rpm", "tpm", "tpd"), counts,
+                                                                      strict=True)}
+
+
 def nano(cny: float) -> int:
     return math.ceil(cny * NANO)
 
@@ -104,7 +110,6 @@ class SharedBooks:
         if on_unavailable not in UNAVAILABLE:
             raise InvalidArgumentError(f"on_unavailable must be one of {', '.join(UNAVAILABLE)}, got {on_unavailable!r}")
         self.limiter = limiter
-        self.has_account = account is not None
         self.on_unavailable = on_unavailable
         self.replicas = replicas
         self.wall = wall
@@ -152,8 +157,8 @@ class SharedBooks:
                         self.limiter.where, time.monotonic() - self._outage_since)
             self._outage_since = None
         if admission.lease is None:
-            return self._refused(record, admission, key_book.limits, tokens, worst_cny)
-        self._remember(record, admission, key_book.limits)
+            return self._refused(record, admission, tokens, worst_cny)
+        self._remember(record, admission)
         return SharedGrant(record.id, admission.lease, worst_cny)
 
     def settle(self, grant: Grant | SharedGrant, *, tokens: int, cost_cny: float) -> None:
@@ -219,13 +224,7 @@ class SharedBooks:
         spent = await asyncio.to_thread(self._spend_of, record.id, start)
         await self.limiter.seed_spent(key, nano(spent))
 
-    def _account_limits(self) -> dict[str, float]:
-        return {name: float(v) if v >= 0 else math.inf
-                for name, v in zip(("concurrency", "rpm", "tpm", "tpd"), self.limiter.effective(time.monotonic()),
-                                   strict=True)}
-
-    def _refused(self, record: KeyRecord, admission: SharedAdmission, key_limits: tuple[int, int, int, int],
-                 tokens: int, worst_cny: float) -> Rejection:
+    def _refused(self, record: KeyRecord, admission: SharedAdmission, tokens: int, worst_cny: float) -> Rejection:
         if admission.seed_needed:  # the counter vanished again between seeding and asking: rare, retry
             return Rejection(503, "server_error", f"The gateway could not read key '{record.name}''s spent budget "
                              "from its shared limits; nothing was sent to Kimi, please try again after 1 seconds",
@@ -233,18 +232,17 @@ class SharedBooks:
         if admission.reason == "budget":
             return over_budget(record.name, record.limits, admission.spent_nano / NANO,
                                admission.reserved_nano / NANO, worst_cny)
+        # The limits the refusing book was checked against (none when this process's own pause refused).
+        eff = _named(admission.limits[admission.book - 1]) if admission.limits else {}
         if admission.book == 1:
-            eff = {name: float(v) for name, v in zip(("concurrency", "rpm", "tpm", "tpd"), key_limits, strict=True)}
             return refusal(KEY_WHO.format(name=record.name), "key", admission.reason, admission.wait, eff, tokens)
-        return refusal(ACCOUNT_WHO, "account tier", admission.reason, admission.wait, self._account_limits(), tokens)
+        return refusal(ACCOUNT_WHO, "account tier", admission.reason, admission.wait, eff, tokens)
 
-    def _remember(self, record: KeyRecord, admission: SharedAdmission, key_limits: tuple[int, int, int, int]) -> None:
-        account = self._account_limits() if self.has_account else {"rpm": math.inf, "tpm": math.inf}
-        limit_requests = min(math.inf if key_limits[1] < 0 else key_limits[1], account["rpm"])
-        limit_tokens = min(math.inf if key_limits[2] < 0 else key_limits[2], account["tpm"])
+    def _remember(self, record: KeyRecord, admission: SharedAdmission) -> None:
+        key, account = _named(admission.limits[0]), _named(admission.limits[-1])
         budget_left = None if admission.budget_left_nano < 0 else admission.budget_left_nano / NANO
-        self._seen[record.id] = _Seen(limit_requests, max(0, admission.requests_left), limit_tokens,
-                                      max(0, admission.tokens_left), budget_left)
+        self._seen[record.id] = _Seen(min(key["rpm"], account["rpm"]), max(0, admission.requests_left),
+                                      min(key["tpm"], account["tpm"]), max(0, admission.tokens_left), budget_left)
 
     def _unavailable(self, record: KeyRecord, tokens: int, worst_cny: float,
                      exc: LimiterUnavailableError | None) -> Grant | Rejection:

@@ -117,6 +117,7 @@ class SharedAdmission:
 
     ``book`` counts the books in the order admitted (1 is the first of ``above``; the account's is last);
     ``seed_needed``: the budget's spent counter is missing; seed it (``seed_spent``) and ask again.
+    ``limits``: each book's concurrency, RPM, TPM and TPD as checked (-1: unlimited), in the same order.
     """
 
     lease: Lease | None
@@ -129,6 +130,7 @@ class SharedAdmission:
     spent_nano: int = 0
     reserved_nano: int = 0
     seed_needed: bool = False
+    limits: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass
@@ -334,7 +336,8 @@ class RedisLimiter:
             wait_ms = int(reply[1])
             reason = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
             return SharedAdmission(None, None if wait_ms < 0 else wait_ms / 1000, reason, int(reply[3]),
-                                   spent_nano=int(reply[4]), reserved_nano=int(reply[5]))
+                                   spent_nano=int(reply[4]), reserved_nano=int(reply[5]),
+                                   limits=tuple(book.limits for book in books))
         finish_keys = [key for book in books for key in (book.keys[0], book.keys[2], book.keys[3])]
         if budget is not None:
             finish_keys += [budget.reservations, budget.spent]
@@ -342,7 +345,7 @@ class RedisLimiter:
                      budget is not None)
         self._hold(held)
         return SharedAdmission(Lease(charge, held), requests_left=int(reply[4]), tokens_left=int(reply[5]),
-                               budget_left_nano=int(reply[6]))
+                               budget_left_nano=int(reply[6]), limits=tuple(book.limits for book in books))
 
     def book(self, name: str, limits: RateLimits) -> SharedBook:
         """Limits of their own for ``name`` (hashed into the key names), kept beside the account's."""
