@@ -29,7 +29,7 @@ from kimiflow.gateway.ledger import LedgerWriter, journal_path
 from kimiflow.gateway.limits import RateLimits
 from kimiflow.gateway.manage import secret_path
 from kimiflow.gateway.metrics import GatewayMetrics
-from kimiflow.gateway.shared import SharedBooks
+from kimiflow.gateway.shared import UNAVAILABLE, SharedBooks
 from kimiflow.gateway.store import GatewayStore, LedgerRow, SQLiteStore
 from kimiflow.gateway.upstream import Upstream, UpstreamConfig
 from kimiflow.limits.redis import LimiterUnavailableError, describe_url
@@ -75,8 +75,8 @@ class GatewaySettings:
                 f"KIMIFLOW_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN} characters "
                 f"(got {len(self.admin_token)}); generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
-        if self.redis_unavailable not in ("fail-closed", "local-share"):
-            raise ConfigError(f"redis_unavailable must be fail-closed or local-share, got {self.redis_unavailable!r}")
+        if self.redis_unavailable not in UNAVAILABLE:
+            raise ConfigError(f"redis_unavailable must be one of {', '.join(UNAVAILABLE)}, got {self.redis_unavailable!r}")
         if self.replicas < 1:
             raise ConfigError(f"replicas must be at least 1, got {self.replicas}")
         if self.key_poll_interval <= 0 or self.key_poll_interval > 0.5:

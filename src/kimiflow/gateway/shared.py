@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import get_args
 
 from kimiflow.core.errors import InvalidArgumentError
 from kimiflow.gateway.admission import (
@@ -46,13 +47,20 @@ from kimiflow.gateway.keys import KeyRecord
 from kimiflow.gateway.limits import RateLimits, RequestTooLargeError
 from kimiflow.limits.charge import Charge
 from kimiflow.limits.interface import Lease
-from kimiflow.limits.redis import PROBE_SECONDS, LimiterUnavailableError, RedisLimiter, SharedAdmission, SharedBudget
+from kimiflow.limits.redis import (
+    PROBE_SECONDS,
+    LimiterUnavailableError,
+    OnUnavailable,
+    RedisLimiter,
+    SharedAdmission,
+    SharedBudget,
+)
 
 log = logging.getLogger("kimiflow.gateway.shared")
 
 NANO = 1_000_000_000
 """Budgets are kept in Redis as whole nano-CNY (integers add up exactly)."""
-UNAVAILABLE = ("fail-closed", "local-share")
+UNAVAILABLE: tuple[str, ...] = get_args(OnUnavailable)
 
 
 def _named(counts: tuple[int, int, int, int]) -> dict[str, float]:
